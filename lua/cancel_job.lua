@@ -1,0 +1,36 @@
+-- cancel_job: end a job: remove its slot, cancel its waiting run, signal its running one.
+-- KEYS[1] due          ZSET   member -> fire ms
+-- KEYS[2] events       STREAM job/run transitions
+-- ARGV[1] now_ms       int
+-- ARGV[2] job_prefix   str    tagged prefix; Derived: <job_prefix><id> HASH
+-- ARGV[3] run_prefix   str    tagged prefix; Derived: <run_prefix><run id> HASH
+-- ARGV[4] job_id       str
+-- ARGV[5] channel      str    pub/sub channel workers hear cancel signals on
+-- ARGV[6] maxlen       int    events stream cap
+-- Returns: 1 cancelled; -1 not found, -2 already cancelled
+local due, events = KEYS[1], KEYS[2]
+local now, job_prefix, run_prefix, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local channel, maxlen = ARGV[5], ARGV[6]
+
+local jkey = job_prefix .. id
+local j = redis.call('HMGET', jkey, 'state', 'cur')
+if not j[1] then return -1 end
+if j[1] == 'cancelled' then return -2 end
+redis.call('HSET', jkey, 'state', 'cancelled', 'next', '')
+redis.call('ZREM', due, id)
+redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'job', 'j', id,
+  'st', 'cancelled')
+if j[2] then
+  local rkey = run_prefix .. j[2]
+  local st = redis.call('HGET', rkey, 'st')
+  if st == 'queued' or st == 'retrying' then
+    redis.call('ZREM', due, 'r:' .. j[2])
+    redis.call('HSET', rkey, 'st', 'cancelled', 'end', now)
+    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', j[2],
+      'j', id, 'st', 'cancelled', 'end', now)
+  elseif st == 'running' then
+    redis.call('HSET', rkey, 'cancel', 1)
+    redis.call('PUBLISH', channel, j[2])
+  end
+end
+return 1

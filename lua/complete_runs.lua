@@ -1,0 +1,40 @@
+-- complete_runs: record the outcome of finished attempts, fenced by attempt, and ack them.
+-- KEYS[1] events       STREAM job/run transitions
+-- ARGV[1] now_ms       int
+-- ARGV[2] run_prefix   str    tagged prefix; Derived: <run_prefix><run id> HASH
+-- ARGV[3] queue_prefix str    tagged prefix; Derived: <queue_prefix><queue> STREAM
+-- ARGV[4] group        str    consumer group of the queue streams
+-- ARGV[5] ttl_ms       int    run state expires this long after it ends
+-- ARGV[6] maxlen       int    events stream cap
+-- ARGV[7...] items     flat quadruples: run_id, attempt, status (succeeded|cancelled), result
+-- Returns: one code per item: 0 recorded, -1 run gone, -2 already ended, -3 attempt superseded
+local events = KEYS[1]
+local now, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3]
+local group, ttl, maxlen = ARGV[4], ARGV[5], ARGV[6]
+local ended = {succeeded = 1, failed = 1, dead = 1, cancelled = 1, timed_out = 1}
+
+local out = {}
+for i = 7, #ARGV, 4 do
+  local run_id, att, status, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local rkey = run_prefix .. run_id
+  local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'entry')
+  local code = 0
+  if not r[1] then
+    code = -1
+  elseif r[2] ~= att then
+    code = -3
+  elseif ended[r[1]] then
+    code = -2
+    redis.call('XACK', queue_prefix .. r[3], group, r[5])
+  elseif r[1] ~= 'running' then
+    code = -3
+  else
+    redis.call('HSET', rkey, 'st', status, 'end', now, 'res', result)
+    redis.call('PEXPIRE', rkey, ttl)
+    redis.call('XACK', queue_prefix .. r[3], group, r[5])
+    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
+      'j', r[4], 'st', status, 'att', att, 'end', now, 'res', result)
+  end
+  out[#out + 1] = code
+end
+return out

@@ -1,0 +1,58 @@
+-- schedule_job: create a job, or update it when the caller's version matches.
+-- KEYS[1] due          ZSET   job id -> next fire ms
+-- KEYS[2] events       STREAM job/run transitions
+-- KEYS[3] jobs         ZSET   job id -> creation ms (listing index)
+-- ARGV[1] now_ms       int
+-- ARGV[2] job_prefix   str    tagged prefix; Derived: <job_prefix><id> HASH
+-- ARGV[3] job_id       str
+-- ARGV[4] next_ms      int    first fire; -1 when the schedule never fires again
+-- ARGV[5] expect_ver   int    0 = create only; n > 0 = update only if version is n
+-- ARGV[6] spec         bytes  opaque JobSpec blob
+-- ARGV[7] sched        bytes  opaque Trigger blob
+-- ARGV[8] queue        str
+-- ARGV[9] tenant       str
+-- ARGV[10] max_att     int
+-- ARGV[11] overlap     str    allow | forbid
+-- ARGV[12] maxlen      int    events stream cap
+-- ARGV[13] wake        str    pub/sub channel told about an earlier head
+-- ARGV[14] shard       int
+-- Returns: new version; -4 exists (create), -1 not found, -2 version/state mismatch
+local due, events, jobs = KEYS[1], KEYS[2], KEYS[3]
+local now, job_prefix, id = ARGV[1], ARGV[2], ARGV[3]
+local next_ms, expect = tonumber(ARGV[4]), tonumber(ARGV[5])
+local spec, sched, queue, tenant = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local max_att, overlap, maxlen = ARGV[10], ARGV[11], ARGV[12]
+local wake, shard = ARGV[13], ARGV[14]
+
+local jkey = job_prefix .. id
+local cur = redis.call('HMGET', jkey, 'ver', 'state')
+local ver = tonumber(cur[1] or 0)
+if expect == 0 and ver > 0 then return -4 end
+if expect > 0 then
+  if ver == 0 then return -1 end
+  if ver ~= expect or cur[2] == 'cancelled' then return -2 end
+end
+ver = ver + 1
+local state = cur[2]
+if state ~= 'paused' then state = 'active' end
+if next_ms < 0 and state == 'active' then state = 'done' end
+if expect == 0 then
+  redis.call('HSET', jkey, 'created', now, 'runs', 0)
+  redis.call('ZADD', jobs, now, id)
+end
+redis.call('HSET', jkey, 'spec', spec, 'sched', sched, 'ver', ver, 'queue', queue,
+  'tenant', tenant, 'max_att', max_att, 'overlap', overlap, 'state', state,
+  'next', next_ms >= 0 and next_ms or '', 'updated', now)
+if state == 'active' then
+  local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', due, next_ms, id)
+  if #head == 0 or next_ms < tonumber(head[2]) then
+    redis.call('PUBLISH', wake, shard .. ' ' .. next_ms)
+  end
+else
+  redis.call('ZREM', due, id)
+end
+redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'k', 'job', 'j', id, 'st', state,
+  'ver', ver, 'q', queue, 'tn', tenant, 'spec', spec, 'sched', sched,
+  'next', next_ms, 't', now)
+return ver

@@ -1,0 +1,128 @@
+"""Every Redis key name rsched uses, and the job -> shard mapping.
+
+Owns: key formatting and shard arithmetic. Must not: talk to Redis.
+No other module formats a key; scripts derive per-id keys from the tagged
+prefixes built here (passed in ARGV), so every key one script touches shares
+the shard's hash tag and the scripts run unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from rsched.errors import InvalidQueueName
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# Consumer group every worker of a queue reads through.
+WORKER_GROUP = "workers"
+# Consumer group archivers read the events streams through.
+ARCHIVER_GROUP = "archivers"
+# Due-index members with this prefix are retries of a run, not jobs.
+RETRY_PREFIX = "r:"
+
+
+def validate_queue(name: str) -> str:
+    if not QUEUE_NAME.match(name):
+        raise InvalidQueueName(f"invalid queue name {name!r}: use 1-64 of [A-Za-z0-9_.-]")
+    return name
+
+
+def shard_of(job_id: str, shards: int) -> int:
+    """The shard of a job: a pure function of its id, stable across processes."""
+    return zlib.crc32(job_id.encode()) % shards
+
+
+@dataclass(frozen=True)
+class GlobalKeys:
+    """Untagged keys; only ever used by single-key commands, never in a script."""
+
+    prefix: str
+
+    @property
+    def meta(self) -> str:  # HASH  shards -> shard count fixed at creation
+        return f"{self.prefix}:meta"
+
+    @property
+    def queues(self) -> str:  # SET   queue names ever scheduled into
+        return f"{self.prefix}:queues"
+
+    @property
+    def tasks(self) -> str:  # SET   task names some worker has registered
+        return f"{self.prefix}:tasks"
+
+    @property
+    def workers(self) -> str:  # ZSET  worker id -> last heartbeat (ms)
+        return f"{self.prefix}:workers"
+
+    @property
+    def wake_channel(self) -> str:  # PUBSUB  "<shard> <score>": an earlier due entry exists
+        return f"{self.prefix}:wake"
+
+    @property
+    def cancel_channel(self) -> str:  # PUBSUB  run id whose running attempt must stop
+        return f"{self.prefix}:cancel"
+
+
+@dataclass(frozen=True)
+class ShardKeys:
+    """Keys of one shard; all share the hash tag ``{sNN}``."""
+
+    prefix: str
+    shard: int
+
+    @cached_property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{s{self.shard:02d}}}"
+
+    @cached_property
+    def due(self) -> str:  # ZSET  job id | "r:<run id>" -> next fire (epoch ms)
+        return f"{self.tag}:due"
+
+    @cached_property
+    def jobs(self) -> str:  # ZSET  job id -> creation (epoch ms); the listing index
+        return f"{self.tag}:jobs"
+
+    @cached_property
+    def job_prefix(self) -> str:  # HASH per job: <job_prefix><job id>, see engine.JOB_FIELDS
+        return f"{self.tag}:job:"
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    @cached_property
+    def run_prefix(self) -> str:  # HASH per run: <run_prefix><run id>, see engine.RUN_FIELDS
+        return f"{self.tag}:run:"
+
+    def run(self, run_id: str) -> str:
+        return self.run_prefix + run_id
+
+    @cached_property
+    def queue_prefix(self) -> str:  # STREAM per queue: <queue_prefix><queue>, entries = runs
+        return f"{self.tag}:q:"
+
+    def queue(self, queue: str) -> str:
+        return self.queue_prefix + validate_queue(queue)
+
+    @cached_property
+    def events(self) -> str:  # STREAM  every job and run transition (archived to PostgreSQL)
+        return f"{self.tag}:events"
+
+    @cached_property
+    def dead(self) -> str:  # STREAM  dead-lettered runs with their last error
+        return f"{self.tag}:dead"
+
+    @cached_property
+    def lease(self) -> str:  # STRING  scheduler owner id, PX = lease time
+        return f"{self.tag}:lease"
+
+    @cached_property
+    def fence(self) -> str:  # STRING  counter bumped on every lease take-over (fencing token)
+        return f"{self.tag}:fence"
+
+
+def shard_keys(prefix: str, shards: int) -> list[ShardKeys]:
+    return [ShardKeys(prefix, s) for s in range(shards)]

@@ -1,0 +1,178 @@
+"""Typed data of rsched: schedules, job definitions, runs and their states.
+
+Owns: the msgspec Structs that are stored (as opaque blobs) or returned.
+Must not: touch Redis or compute fire times (see ``timing.py``).
+Stored Structs evolve safely: new fields get defaults, types never change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+
+PositiveS = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Immediate(msgspec.Struct, frozen=True, tag="now"):
+    """Run once, as soon as possible."""
+
+
+class At(msgspec.Struct, frozen=True, tag="at"):
+    """Run once at a UTC instant (epoch ms)."""
+
+    at_ms: int
+
+
+class Every(msgspec.Struct, frozen=True, tag="every", kw_only=True, omit_defaults=True):
+    """Run every ``every_ms`` from ``start_ms`` (default: when scheduled) until ``end_ms``.
+    Zones do not apply: the interval is elapsed time."""
+
+    every_ms: Annotated[int, msgspec.Meta(ge=1)]
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+class Cron(msgspec.Struct, frozen=True, tag="cron", kw_only=True, omit_defaults=True):
+    """A 5-field cron, or 6 fields with seconds first, in an IANA time zone."""
+
+    expr: str
+    tz: str = "UTC"
+    end_ms: int | None = None
+
+
+Schedule = Immediate | At | Every | Cron
+
+
+class Misfire(StrEnum):
+    FIRE_ONCE = "fire_once"  # one run for all missed slots, then the next future slot
+    SKIP = "skip"  # no run for missed slots; next future slot
+    CATCH_UP = "catch_up"  # every missed slot, at most Trigger.catch_up_max of them
+
+
+class Overlap(StrEnum):
+    ALLOW = "allow"
+    FORBID = "forbid"  # skip a slot while the previous run is unfinished
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    backoff_factor: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    backoff_max_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2  # +- fraction of the delay
+
+
+class Trigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the scheduler needs to compute fires; stored as the job's ``sched`` blob."""
+
+    schedule: Schedule
+    misfire: Misfire = Misfire.FIRE_ONCE
+    grace_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0  # late beyond this = misfired
+    catch_up_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a worker needs to execute a run; stored as the job's ``spec`` blob."""
+
+    task: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    timeout_s: PositiveS | None = 300.0
+    retry: RetryPolicy = RetryPolicy()
+
+
+class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A job as a user defines it (the input of Client.schedule)."""
+
+    task: str
+    schedule: Schedule = Immediate()
+    id: str | None = None
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    queue: str = "default"
+    tenant: str = "default"
+    timeout_s: PositiveS | None = 300.0
+    retry: RetryPolicy = RetryPolicy()
+    misfire: Misfire = Misfire.FIRE_ONCE
+    grace_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    catch_up_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
+    overlap: Overlap = Overlap.ALLOW
+
+    def spec(self) -> JobSpec:
+        return JobSpec(task=self.task, args=self.args, kwargs=self.kwargs,
+                       timeout_s=self.timeout_s, retry=self.retry)
+
+    def trigger(self) -> Trigger:
+        return Trigger(schedule=self.schedule, misfire=self.misfire, grace_s=self.grace_s,
+                       catch_up_max=self.catch_up_max)
+
+
+class JobState(StrEnum):
+    ACTIVE = "active"  # has (or will get) a due entry
+    PAUSED = "paused"  # no due entry until resumed
+    DONE = "done"  # one-shot fired, or recurring window ended
+    CANCELLED = "cancelled"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # Fatal error: no retry
+    RETRYING = "retrying"  # failed attempt, next one waits in the due index
+    DEAD = "dead"  # attempts exhausted; in the dead-letter stream
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"  # last attempt exceeded timeout_s
+
+
+TERMINAL = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD, RunStatus.CANCELLED,
+     RunStatus.TIMED_OUT}
+)
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as stored, returned by Client.get."""
+
+    id: str
+    state: JobState
+    version: int
+    queue: str
+    tenant: str
+    spec: JobSpec
+    trigger: Trigger
+    overlap: Overlap
+    next_ms: int | None
+    last_slot_ms: int | None
+    runs: int
+    last_run_id: str | None
+
+
+class Run(msgspec.Struct, frozen=True, kw_only=True):
+    """A run (one fire of a slot, all its attempts), returned by Client.runs."""
+
+    id: str
+    job_id: str
+    queue: str
+    tenant: str
+    status: RunStatus
+    attempt: int
+    slot_ms: int
+    enqueued_ms: int | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    worker: str | None = None
+    error: str | None = None
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    entry_id: str
+    run_id: str
+    job_id: str
+    queue: str
+    status: RunStatus
+    attempt: int
+    error: str
+    at_ms: int
