@@ -6,7 +6,7 @@ Must not: compute fire times, run tasks or sleep; callers pass ``now_ms``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from rsched import codec
 from rsched.errors import ConfigError, ValidationError, raise_for_code
 from rsched.keys import (
     JOB_ID,
+    ARCHIVER_GROUP,
     RETRY_PREFIX,
     WORKER_GROUP,
     GlobalKeys,
@@ -245,6 +246,38 @@ class Engine:
         return int(await self._call("take_lease", {"lease": k.lease, "fence": k.fence},
                                     {"owner": owner, "ttl_ms": ttl_ms}))
 
+    async def scheduler_heartbeat(self, owner: str, now_ms: int, ttl_ms: int) -> int:
+        """Record a live scheduler; returns how many are alive (for shard balancing)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.g.schedulers, {owner: now_ms})
+        pipe.zremrangebyscore(self.g.schedulers, "-inf", now_ms - ttl_ms)
+        pipe.zcard(self.g.schedulers)
+        return int((await pipe.execute())[-1])
+
+    async def forget_scheduler(self, owner: str) -> None:
+        await self.redis.zrem(self.g.schedulers, owner)
+
+    async def wake_signals(self) -> AsyncIterator[tuple[int, int]]:
+        """(shard, score) each time a job is scheduled before its shard's head."""
+        async for data in self._subscribe(self.g.wake_channel):
+            shard, _, score = data.partition(" ")
+            yield int(shard), int(float(score))
+
+    async def cancel_signals(self) -> AsyncIterator[str]:
+        """Run ids whose running attempt must stop."""
+        async for data in self._subscribe(self.g.cancel_channel):
+            yield data
+
+    async def _subscribe(self, channel: str) -> AsyncIterator[str]:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(channel)
+        try:
+            async for msg in pubsub.listen():
+                if msg["type"] == "message":
+                    yield _s(msg["data"])
+        finally:
+            await pubsub.aclose()
+
     async def release_lease(self, shard: int, owner: str) -> None:
         k = self.k[shard]
         await self._call("release_lease", {"lease": k.lease}, {"owner": owner})
@@ -335,6 +368,9 @@ class Engine:
                          int(res[i + 3]), int(float(res[i + 4])), res[i + 5])
                 for i in range(0, len(res), 6)]
 
+    async def ack_entry(self, d: Delivery) -> None:
+        await self.redis.xack(self.k[d.shard].queue(d.queue), WORKER_GROUP, d.entry_id)
+
     async def extend_runs(self, consumer: str, runs: Sequence[Delivery]) -> None:
         """Reset the idle time of in-flight entries so the reclaimer leaves them alone."""
         by_stream: dict[str, list[str]] = {}
@@ -382,6 +418,35 @@ class Engine:
         for n in names:
             pipe.xlen(n)
         return dict(zip(names, await pipe.execute(), strict=True))
+
+    # -- archive feed -------------------------------------------------------------------
+    async def ensure_event_groups(self) -> None:
+        for k in self.k:
+            try:
+                await self.redis.xgroup_create(k.events, ARCHIVER_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read_events(self, consumer: str, count: int, block_ms: int | None,
+                          pending: bool = False) -> list[tuple[int, str, dict[str, bytes]]]:
+        """Events of every shard as (shard, entry id, fields); ``pending`` re-reads this
+        consumer's unacked ones (after a crash) instead of new ones."""
+        streams = {k.events: ("0" if pending else ">") for k in self.k}
+        reply = await self.redis.xreadgroup(ARCHIVER_GROUP, consumer, streams, count=count,
+                                            block=block_ms)
+        shard_of_stream = {k.events: k.shard for k in self.k}
+        return [(shard_of_stream[_s(stream)], _s(eid), {_s(a): b for a, b in f.items()})
+                for stream, entries in reply or [] for eid, f in entries]
+
+    async def ack_events(self, ids: Sequence[tuple[int, str]]) -> None:
+        by_shard: dict[int, list[str]] = {}
+        for shard, eid in ids:
+            by_shard.setdefault(shard, []).append(eid)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, eids in by_shard.items():
+            pipe.xack(self.k[shard].events, ARCHIVER_GROUP, *eids)
+        await pipe.execute()
 
     async def due_count(self) -> int:
         pipe = self.redis.pipeline(transaction=False)

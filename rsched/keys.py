@@ -59,6 +59,10 @@ class GlobalKeys:
         return f"{self.prefix}:workers"
 
     @property
+    def schedulers(self) -> str:  # ZSET  scheduler owner id -> last heartbeat (ms)
+        return f"{self.prefix}:schedulers"
+
+    @property
     def wake_channel(self) -> str:  # PUBSUB  "<shard> <score>": an earlier due entry exists
         return f"{self.prefix}:wake"
 

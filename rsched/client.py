@@ -1,0 +1,122 @@
+"""The Python client: schedule, update, pause, resume, cancel, run now and inspect jobs.
+
+Owns: input validation and first-fire computation before calling the engine.
+Must not: format keys or run tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from rsched.clock import Clock, RedisClock
+from rsched.engine import Engine
+from rsched.errors import JobNotFound, ValidationError
+from rsched.keys import JOB_ID, validate_queue
+from rsched.models import DeadLetter, Job, JobDef, Run, Schedule
+from rsched.settings import Settings
+from rsched.tasks import TaskRegistry
+from rsched.timing import first_fire, preview, validate_schedule
+
+
+def connect_redis(settings: Settings) -> Any:
+    return aioredis.Redis.from_url(settings.redis.url,
+                                   max_connections=settings.redis.max_connections)
+
+
+class Client:
+    def __init__(self, engine: Engine, clock: Clock, registry: TaskRegistry | None = None) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.registry = registry
+
+    @classmethod
+    async def connect(cls, settings: Settings, registry: TaskRegistry | None = None) -> Client:
+        redis = connect_redis(settings)
+        engine = Engine(redis, settings.redis, events_maxlen=settings.scheduler.events_maxlen)
+        await engine.start()
+        return cls(engine, RedisClock(redis), registry)
+
+    async def close(self) -> None:
+        await self.engine.redis.aclose()
+
+    async def _validate(self, job: JobDef, now_ms: int) -> None:
+        if job.id is not None and not JOB_ID.match(job.id):
+            raise ValidationError(f"invalid job id {job.id!r}: use 1-128 of [A-Za-z0-9_.-]")
+        validate_queue(job.queue)
+        if not job.task:
+            raise ValidationError("task: must not be empty")
+        if self.registry is not None:
+            known = set(self.registry.names())
+        else:
+            known = await self.engine.known_tasks()
+        if known and job.task not in known:
+            raise ValidationError(f"unknown task {job.task!r}; known: {sorted(known)[:10]}")
+        validate_schedule(job.schedule, now_ms)
+
+    async def schedule(self, job: JobDef) -> str:
+        """Create a job; returns its id. Raises DuplicateJob if the id exists."""
+        now = await self.clock.now_ms()
+        await self._validate(job, now)
+        job_id = job.id or uuid.uuid4().hex
+        await self.engine.schedule_job(job_id, job, now_ms=now,
+                                       next_ms=first_fire(job.schedule, now), expect_version=0)
+        return job_id
+
+    async def update(self, job_id: str, job: JobDef, version: int | None = None) -> int:
+        """Replace a job's definition; with ``version``, only if it is still that version.
+        The new schedule takes effect at once. Returns the new version."""
+        now = await self.clock.now_ms()
+        await self._validate(job, now)
+        if version is None:
+            current = await self.get(job_id)
+            version = current.version
+        return await self.engine.schedule_job(job_id, job, now_ms=now,
+                                              next_ms=first_fire(job.schedule, now),
+                                              expect_version=version)
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.engine.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
+        return job
+
+    async def list(self, *, after: str = "", limit: int = 100) -> list[str]:
+        """Job ids, shard by shard in creation order; pass the last id as ``after``."""
+        out: list[str] = []
+        start = self.engine.keys_for(after).shard if after else 0
+        for shard in range(start, self.engine.shards):
+            out += await self.engine.list_jobs(shard, after=after if shard == start else "",
+                                               limit=limit - len(out))
+            if len(out) >= limit:
+                break
+        return out
+
+    async def pause(self, job_id: str) -> None:
+        await self.engine.pause_job(job_id, await self.clock.now_ms())
+
+    async def resume(self, job_id: str) -> None:
+        await self.engine.resume_job(job_id, await self.clock.now_ms())
+
+    async def cancel(self, job_id: str) -> None:
+        await self.engine.cancel_job(job_id, await self.clock.now_ms())
+
+    async def run_now(self, job_id: str) -> str:
+        """Enqueue an extra run at once; returns its run id."""
+        return await self.engine.run_now(job_id, await self.clock.now_ms())
+
+    async def runs(self, job_id: str, limit: int = 20) -> list[Run]:
+        return await self.engine.job_runs(job_id, limit)
+
+    async def run(self, run_id: str) -> Run | None:
+        return await self.engine.get_run(run_id)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return await self.engine.dead_letters(limit)
+
+    async def preview(self, schedule: Schedule, count: int = 5) -> list[int]:
+        now = await self.clock.now_ms()
+        validate_schedule(schedule, now)
+        return preview(schedule, now, count)

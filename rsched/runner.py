@@ -1,0 +1,80 @@
+"""Runs roles in a process: wiring settings -> Redis -> Engine -> component, signals.
+
+Owns: process-level lifecycles (SIGTERM/SIGINT -> graceful stop). Must not: contain
+scheduling or execution logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rsched.client import Client, connect_redis
+from rsched.clock import RedisClock
+from rsched.engine import Engine
+from rsched.errors import DuplicateJob
+from rsched.models import Every, JobDef
+from rsched.scheduler import Scheduler
+from rsched.settings import Settings
+from rsched.tasks import registry
+from rsched.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+async def engine_for(settings: Settings) -> Engine:
+    engine = Engine(connect_redis(settings), settings.redis,
+                    events_maxlen=settings.scheduler.events_maxlen)
+    await engine.start()
+    return engine
+
+
+async def build_scheduler(settings: Settings) -> Scheduler:
+    engine = await engine_for(settings)
+    return Scheduler(engine, settings.scheduler, RedisClock(engine.redis))
+
+
+async def build_worker(settings: Settings) -> Worker:
+    registry.import_modules(settings.worker.modules)
+    engine = await engine_for(settings)
+    return Worker(engine, settings.worker, RedisClock(engine.redis), registry)
+
+
+async def run_until_signal(components: list[Any], grace_s: float,
+                           extra: list[Callable[[], Awaitable[None]]] | None = None) -> None:
+    """Run components' run() until SIGTERM/SIGINT, then stop them gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(c.run()) for c in components]
+    tasks += [asyncio.create_task(f()) for f in extra or []]
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for t in done:
+        if t is not waiter and t.exception() is not None:
+            log.error("component crashed: %r", t.exception())
+    log.info("stopping (grace %.1fs)", grace_s)
+    for c in components:
+        await c.stop(grace_s)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
+    for c in components:
+        await c.engine.redis.aclose()
+
+
+async def seed_example(settings: Settings) -> None:
+    registry.import_modules(["rsched.examples"])
+    client = await Client.connect(settings, registry)
+    try:
+        await client.schedule(JobDef(id="hello-every-second", task="examples.hello",
+                                     schedule=Every(every_ms=1000), kwargs={"who": "rsched"}))
+        log.info("scheduled example job 'hello-every-second' (examples.hello every 1s)")
+    except DuplicateJob:
+        log.info("example job 'hello-every-second' already scheduled")
+    finally:
+        await client.close()

@@ -1,0 +1,202 @@
+"""The scheduler role: moves due slots of the shards it leases into queue streams.
+
+Owns: shard leases and balancing, misfire decisions (via timing.decide), sleeping until
+the earliest due score, wake-ups. Must not: run tasks, format keys, or read the host clock
+for firing decisions (time is the injected Clock, Redis TIME in production).
+
+Exactly-once per slot comes from fire_due's compare-and-set on the score read, not from
+the lease: leases only keep schedulers from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rsched import codec
+from rsched.clock import Clock
+from rsched.engine import DueItem, Engine, Fire
+from rsched.errors import LeaseLost, SerializationError
+from rsched.models import Trigger
+from rsched.settings import SchedulerSettings
+from rsched.timing import FireDecision, decide
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TickReport:
+    now_ms: int
+    fired: int
+    shards: int
+    next_due_ms: int | None  # earliest due score seen after this tick
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, cfg: SchedulerSettings, clock: Clock,
+                 owner: str | None = None) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.clock = clock
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.static = cfg.shards is not None
+        self.owned: set[int] = set(cfg.shards or [])
+        self._lease_ms = int(cfg.lease_s * 1000)
+        self._leases_at = -(10**15)
+        self._triggers: dict[bytes, Trigger] = {}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._sleep_until: int | None = None
+
+    # -- one iteration ------------------------------------------------------------------
+    async def tick(self) -> TickReport:
+        now = await self.clock.now_ms()
+        if not self.static and now - self._leases_at >= self._lease_ms // 3:
+            await self._balance_leases(now)
+            self._leases_at = now
+        fired, nxt = 0, None
+        for shard in sorted(self.owned):
+            try:
+                n, head = await self._drain(shard, now)
+            except LeaseLost:
+                log.warning("lost lease on shard %d", shard)
+                self.owned.discard(shard)
+                continue
+            fired += n
+            nxt = head if nxt is None or (head is not None and head < nxt) else nxt
+        return TickReport(now, fired, len(self.owned), nxt)
+
+    async def _drain(self, shard: int, now: int) -> tuple[int, int | None]:
+        owner = "" if self.static else self.owner
+        fired, nxt = 0, None
+        memo: dict[tuple[bytes, str], FireDecision] = {}
+        while True:
+            head, items = await self.engine.peek_due(shard, now, self.cfg.batch)
+            fires = [f for f in (self._plan(i, now, memo) for i in items) if f is not None]
+            if fires:
+                fired += await self.engine.fire_due(shard, now, owner, fires)
+            for cand in [head, *(f.next_ms for f in fires)]:
+                if cand is not None and (nxt is None or cand < nxt):
+                    nxt = cand
+            if len(items) < self.cfg.batch:
+                return fired, nxt
+
+    def _plan(self, item: DueItem, now: int,
+              memo: dict[tuple[bytes, str], FireDecision]) -> Fire | None:
+        if item.is_retry:
+            return Fire(item.member, item.score, None)
+        key = (item.sched, item.score)
+        d = memo.get(key)
+        if d is None:
+            trigger = self._trigger(item)
+            if trigger is None:
+                return None
+            d = memo[key] = decide(trigger, int(float(item.score)), now)
+        return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped)
+
+    def _trigger(self, item: DueItem) -> Trigger | None:
+        t = self._triggers.get(item.sched)
+        if t is None:
+            try:
+                t = codec.decode_trigger(item.sched)
+            except SerializationError:
+                # Cancelled between peek and read (empty blob) or corrupt: fire_due drops
+                # stale members, and a corrupt one must not stall the shard.
+                log.error("job %s: unreadable trigger, leaving it for its owner", item.member)
+                return None
+            if len(self._triggers) > 10_000:
+                self._triggers.clear()
+            self._triggers[item.sched] = t
+        return t
+
+    # -- leases -------------------------------------------------------------------------
+    async def _balance_leases(self, now: int) -> None:
+        """Hold about shards/alive_schedulers shards; take free ones, shed extras."""
+        alive = await self.engine.scheduler_heartbeat(self.owner, now, self._lease_ms)
+        target = math.ceil(self.engine.shards / max(1, alive))
+        taken: list[int] = []
+        for shard in range(self.engine.shards):
+            mine = shard in self.owned
+            if not mine and len(self.owned) >= target:
+                continue
+            token = await self.engine.take_lease(shard, self.owner, self._lease_ms)
+            if token:
+                if not mine:
+                    taken.append(shard)
+                self.owned.add(shard)
+            elif mine:
+                log.warning("shard %d taken over by another scheduler", shard)
+                self.owned.discard(shard)
+        if taken:
+            log.info("%s took shards %s (%d alive schedulers)", self.owner, taken, alive)
+        while len(self.owned) > target:
+            shard = max(self.owned)
+            await self.engine.release_lease(shard, self.owner)
+            self.owned.discard(shard)
+            log.info("released shard %d to rebalance", shard)
+
+    # -- loop ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        listener = asyncio.create_task(self._listen_wake())
+        backoff = 0.05
+        try:
+            while not self._stopping.is_set():
+                try:
+                    report = await self.tick()
+                    backoff = 0.05
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    log.warning("redis unavailable (%s); retrying in %.2fs", exc, backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                await self._sleep(self._sleep_s(report))
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    def _sleep_s(self, report: TickReport) -> float:
+        if report.next_due_ms is None:
+            self._sleep_until = report.now_ms + int(self.cfg.max_sleep_s * 1000)
+            return self.cfg.max_sleep_s
+        self._sleep_until = report.next_due_ms
+        return max(0.0, min(self.cfg.max_sleep_s, (report.next_due_ms - report.now_ms) / 1000))
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._wake.clear()
+        waiter = asyncio.create_task(self._wake.wait())
+        stopper = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({waiter, stopper}, timeout=seconds,
+                           return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+
+    async def _listen_wake(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async for shard, score in self.engine.wake_signals():
+                    if shard in self.owned and (self._sleep_until is None
+                                                or score < self._sleep_until):
+                        self._wake.set()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await asyncio.sleep(0.5)
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        self._stopping.set()
+        if not self.static:
+            for shard in list(self.owned):
+                try:
+                    await self.engine.release_lease(shard, self.owner)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    break
+            await self.engine.forget_scheduler(self.owner)
+        self.owned.clear()

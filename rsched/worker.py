@@ -1,0 +1,316 @@
+"""The worker role: reads runs from queue streams, executes tasks, records outcomes.
+
+Owns: concurrency, timeouts, retries with backoff, lease extension of in-flight runs,
+cancellation signals, graceful shutdown, batching of completions; reclaiming abandoned
+runs (reclaim_runs.lua) and trimming acked stream entries run as its maintenance.
+Must not: fire slots or format keys. Every outcome is fenced by the run's attempt, so
+a worker that lost its run to a reclaim cannot overwrite the newer attempt's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rsched import codec
+from rsched.clock import Clock
+from rsched.engine import Delivery, Engine, Outcome
+from rsched.errors import Fatal, Retry, SerializationError
+from rsched.models import JobSpec, RetryPolicy, RunStatus
+from rsched.settings import WorkerSettings
+from rsched.tasks import TaskRegistry
+
+log = logging.getLogger(__name__)
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    started: int
+    inflight: int
+
+
+def backoff_ms(policy: RetryPolicy, attempt: int, rng: random.Random) -> int:
+    """Exponential backoff with a cap and +-jitter for the retry after ``attempt``."""
+    base = min(policy.backoff_max_s, policy.backoff_s * policy.backoff_factor ** (attempt - 1))
+    spread = base * policy.jitter
+    return int(max(0.0, base + rng.uniform(-spread, spread)) * 1000)
+
+
+class Worker:
+    def __init__(self, engine: Engine, cfg: WorkerSettings, clock: Clock,
+                 registry: TaskRegistry, worker_id: str | None = None) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.clock = clock
+        self.registry = registry
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.inflight: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
+        self._done: dict[int, list[Outcome]] = {}
+        self._flush_now = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._cancelled: set[str] = set()
+        self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="rsched-task")
+        self._specs: dict[bytes, JobSpec] = {}
+        self._rng = random.Random()
+        self._ttl_ms = int(cfg.run_ttl_s * 1000)
+        self._due: dict[str, float] = {}  # maintenance name -> next monotonic time
+
+    async def start(self) -> None:
+        await self.engine.ensure_groups(self.cfg.queues)
+        await self.engine.register_tasks(self.registry.names())
+
+    # -- one iteration ------------------------------------------------------------------
+    async def tick(self, block_ms: int | None = None) -> WorkerReport:
+        """Read one batch (blocking up to block_ms), start it; run due maintenance."""
+        await self._maintain()
+        room = self.cfg.concurrency - len(self.inflight)
+        started = 0
+        if room > 0 and not self._stopping.is_set():
+            runs = await self.engine.read_runs(self.id, self.cfg.queues,
+                                               min(room, self.cfg.batch), block_ms)
+            started = await self._start(runs)
+        return WorkerReport(started, len(self.inflight))
+
+    async def _start(self, runs: list[Delivery]) -> int:
+        if not runs:
+            return 0
+        now = await self.clock.now_ms()
+        by_shard: dict[int, list[Delivery]] = {}
+        for d in runs:
+            by_shard.setdefault(d.shard, []).append(d)
+        started = 0
+        for shard, ds in by_shard.items():
+            codes = await self.engine.start_runs(shard, now, self.id, ds)
+            for d, code in zip(ds, codes, strict=True):
+                if code == 0:
+                    self._spawn(d)
+                    started += 1
+                elif code == -1:
+                    await self.engine.ack_entry(d)
+        return started
+
+    def _spawn(self, d: Delivery) -> None:
+        task = asyncio.create_task(self._execute(d))
+        self.inflight[d.run_id] = (d, task)
+
+    async def drain(self) -> None:
+        """Wait for every in-flight run and flush outcomes (tests call this after tick)."""
+        while self.inflight:
+            await asyncio.gather(*(t for _, t in list(self.inflight.values())),
+                                 return_exceptions=True)
+        await self.flush()
+
+    # -- executing ----------------------------------------------------------------------
+    def _spec(self, payload: bytes) -> JobSpec:
+        spec = self._specs.get(payload)
+        if spec is None:
+            spec = codec.decode_spec(payload)
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            self._specs[payload] = spec
+        return spec
+
+    async def _execute(self, d: Delivery) -> None:
+        spec: JobSpec | None = None
+        try:
+            spec = self._spec(d.payload)
+            result = await self._call(spec)
+            self._record(d, RunStatus.SUCCEEDED, _excerpt(result))
+        except asyncio.CancelledError:
+            if d.run_id in self._cancelled:
+                self._record(d, RunStatus.CANCELLED, "")
+            else:
+                # shutdown past grace: leave the entry pending for the reclaimer
+                log.warning("run %s abandoned at shutdown; it will be reclaimed", d.run_id)
+        except TimeoutError:
+            await self._fail(d, spec, f"timed out after {spec.timeout_s if spec else '?'}s",
+                             RunStatus.TIMED_OUT, retry=True)
+        except Retry as exc:
+            delay = None if exc.delay_s is None else int(exc.delay_s * 1000)
+            await self._fail(d, spec, "retry requested", RunStatus.DEAD, retry=True,
+                             delay_ms=delay)
+        except (Fatal, SerializationError, LookupError) as exc:
+            await self._fail(d, spec, f"{type(exc).__name__}: {exc}", RunStatus.FAILED,
+                             retry=False)
+        except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
+            await self._fail(d, spec, f"{type(exc).__name__}: {exc}", RunStatus.DEAD,
+                             retry=True)
+        finally:
+            self.inflight.pop(d.run_id, None)
+            self._cancelled.discard(d.run_id)
+
+    async def _call(self, spec: JobSpec) -> Any:
+        task = self.registry.get(spec.task)
+        if task is None:
+            raise Fatal(f"unknown task {spec.task!r} (not registered in this worker)")
+        if task.is_async:
+            coro = task.fn(*spec.args, **spec.kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            coro = loop.run_in_executor(self._pool,
+                                        functools.partial(task.fn, *spec.args, **spec.kwargs))
+        if spec.timeout_s is None:
+            return await coro
+        return await asyncio.wait_for(coro, spec.timeout_s)
+
+    def _record(self, d: Delivery, status: RunStatus, result: str) -> None:
+        self._done.setdefault(d.shard, []).append(Outcome(d.run_id, d.attempt, status, result))
+        self._flush_now.set()
+
+    async def _fail(self, d: Delivery, spec: JobSpec | None, error: str, final: RunStatus,
+                    *, retry: bool, delay_ms: int | None = None) -> None:
+        try:
+            now = await self.clock.now_ms()
+        except _REDIS_DOWN:
+            return
+        retry_at = None
+        if retry and spec is not None:
+            retry_at = now + (delay_ms if delay_ms is not None
+                              else backoff_ms(spec.retry, d.attempt, self._rng))
+        try:
+            code = await self.engine.fail_run(d.shard, now, self._ttl_ms, d.run_id,
+                                              d.attempt, error, retry_at, final)
+        except _REDIS_DOWN as exc:
+            log.warning("cannot record failure of %s (%s); it will be reclaimed", d.run_id, exc)
+            return
+        log.info("run %s attempt %d failed (%s): %s", d.run_id, d.attempt,
+                 "retrying" if code == 1 else "ended" if code == 2 else f"fenced {code}", error)
+
+    async def flush(self) -> None:
+        """Record buffered outcomes in one pipelined round trip."""
+        if not self._done:
+            return
+        batch, self._done = self._done, {}
+        now = await self.clock.now_ms()
+        codes = await self.engine.complete_runs(now, self._ttl_ms, batch)
+        rejected = sum(1 for c in codes if c != 0)
+        if rejected:
+            log.warning("%d outcome(s) rejected: attempt superseded or run already ended",
+                        rejected)
+
+    # -- maintenance --------------------------------------------------------------------
+    def _every(self, name: str, period_s: float) -> bool:
+        t = time.monotonic()
+        if t >= self._due.get(name, 0.0):
+            self._due[name] = t + period_s
+            return True
+        return False
+
+    async def _maintain(self) -> None:
+        if self._every("heartbeat", self.cfg.heartbeat_s):
+            await self.engine.heartbeat(self.id, await self.clock.now_ms())
+        if self.inflight and self._every("extend", self.cfg.lease_s / 3):
+            await self.engine.extend_runs(self.id, [d for d, _ in self.inflight.values()])
+        if self._every("reclaim", self.cfg.reclaim_every_s):
+            await self.reclaim()
+        if self._every("trim", self.cfg.trim_every_s):
+            await self.engine.trim_queues(self.cfg.queues)
+
+    async def reclaim(self) -> int:
+        """Take over runs whose worker stopped extending them (died or froze)."""
+        now = await self.clock.now_ms()
+        taken = 0
+        for queue in self.cfg.queues:
+            for shard in range(self.engine.shards):
+                room = self.cfg.concurrency - len(self.inflight)
+                if room <= 0 or self._stopping.is_set():
+                    return taken
+                runs = await self.engine.reclaim_runs(shard, queue, now, self.id,
+                                                      int(self.cfg.lease_s * 1000), room,
+                                                      self._ttl_ms)
+                for d in runs:
+                    log.info("reclaimed run %s (attempt %d)", d.run_id, d.attempt)
+                    self._spawn(d)
+                taken += len(runs)
+        return taken
+
+    # -- loop ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.start()
+        helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._listen())]
+        block_ms = int(self.cfg.block_s * 1000)
+        backoff = 0.05
+        try:
+            while not self._stopping.is_set():
+                try:
+                    report = await self.tick(block_ms)
+                    backoff = 0.05
+                except _REDIS_DOWN as exc:
+                    log.warning("redis unavailable (%s); retrying in %.2fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if report.inflight >= self.cfg.concurrency:
+                    await asyncio.sleep(0.001)
+        finally:
+            await self._shutdown(helpers)
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush_now.wait()
+            self._flush_now.clear()
+            try:
+                await self.flush()
+            except _REDIS_DOWN as exc:
+                log.warning("cannot record outcomes (%s); runs stay pending", exc)
+                await asyncio.sleep(0.5)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for run_id in self.engine.cancel_signals():
+                    entry = self.inflight.get(run_id)
+                    if entry is not None:
+                        self._cancelled.add(run_id)
+                        entry[1].cancel()
+            except _REDIS_DOWN:
+                await asyncio.sleep(0.5)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop reading; in-flight runs get ``grace_s`` to finish (see run())."""
+        if grace_s is not None:
+            self.cfg = _with_grace(self.cfg, grace_s)
+        self._stopping.set()
+
+    async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
+        tasks = [t for _, t in self.inflight.values()]
+        if tasks:
+            log.info("waiting up to %.1fs for %d in-flight run(s)", self.cfg.grace_s, len(tasks))
+            _, late = await asyncio.wait(tasks, timeout=self.cfg.grace_s)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        try:
+            await self.flush()
+            await self.engine.forget_worker(self.id)
+        except _REDIS_DOWN as exc:
+            log.warning("shutdown without final flush (%s); runs will be reclaimed", exc)
+        for h in helpers:
+            h.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _with_grace(cfg: WorkerSettings, grace_s: float) -> WorkerSettings:
+    return msgspec.structs.replace(cfg, grace_s=grace_s)
+
+
+def _excerpt(result: Any) -> str:
+    if result is None:
+        return ""
+    text = result if isinstance(result, str) else repr(result)
+    return text[:500]

@@ -1,0 +1,71 @@
+"""Fixtures: a private redis-server (or RSCHED_TEST_REDIS_URL), a private PostgreSQL,
+and factories for engines/clients isolated by a unique key prefix per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from rsched.clock import FakeClock
+from rsched.devservers import PostgresServer, RedisServer
+from rsched.engine import Engine
+from rsched.settings import RedisSettings
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    external = os.environ.get("RSCHED_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    server = PostgresServer().init().start()
+    try:
+        yield server.dsn
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix no other test uses: tests share one server but never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Any]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_engine(redis: Any, prefix: str) -> Callable[..., Any]:
+    """Engines on the real server; several engines on one prefix act as several processes."""
+
+    async def make(shards: int = 4, client: Any = None) -> Engine:
+        engine = Engine(client or redis, RedisSettings(prefix=prefix, shards=shards))
+        await engine.start()
+        return engine
+
+    return make
