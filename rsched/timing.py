@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from rsched.errors import ValidationError
 from rsched.models import At, Cron, Every, Immediate, Misfire, Schedule, Trigger
@@ -199,7 +199,10 @@ def _cron_next(rule: CronRule, after_ms: int) -> int | None:
     best: int | None = None
     best_local = local
     for _ in range(1_000_000):
-        cand: datetime = it.get_next(datetime)
+        try:
+            cand: datetime = it.get_next(datetime)
+        except CroniterBadDateError:
+            return best
         if best is not None and cand - best_local > _MAX_SHIFT:
             return best
         for inst in _instants(rule, cand):

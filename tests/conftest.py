@@ -69,3 +69,27 @@ def make_engine(redis: Any, prefix: str) -> Callable[..., Any]:
         return engine
 
     return make
+
+
+@pytest.fixture(params=["fake", "real"])
+async def make_any_engine(request: pytest.FixtureRequest, redis_url: str,
+                          prefix: str) -> AsyncIterator[Callable[..., Any]]:
+    """Like make_engine, once on fakeredis (fresh FakeServer) and once on the real server."""
+    import fakeredis
+
+    clients: list[Any] = []
+    server = fakeredis.FakeServer()
+
+    async def make(shards: int = 4) -> Engine:
+        if request.param == "fake":
+            client = fakeredis.FakeAsyncRedis(server=server)
+        else:
+            client = aioredis.Redis.from_url(redis_url)
+        clients.append(client)
+        engine = Engine(client, RedisSettings(prefix=prefix, shards=shards))
+        await engine.start()
+        return engine
+
+    yield make
+    for client in clients:
+        await client.aclose()

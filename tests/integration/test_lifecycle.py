@@ -63,3 +63,88 @@ async def test_at_in_future_waits(make_engine: Any, clock: FakeClock) -> None:
     assert (await s.tick()).fired == 0
     clock.advance(1)
     assert (await s.tick()).fired == 1
+
+
+async def test_cancel_signal_stops_running_run_through_pubsub(make_engine: Any,
+                                                              clock: FakeClock) -> None:
+    import asyncio
+
+    engine = await make_engine()
+    reg = TaskRegistry()
+    started = asyncio.Event()
+
+    @reg.task(name="forever")
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg, block_s=0.05)
+    loop_task = asyncio.create_task(w.run())
+    job = await c.schedule(JobDef(task="forever", timeout_s=7200))
+    await s.tick()
+    await asyncio.wait_for(started.wait(), 5)
+    await c.cancel(job)
+    for _ in range(200):
+        runs = await c.runs(job)
+        if runs and runs[0].status is RunStatus.CANCELLED:
+            break
+        await asyncio.sleep(0.02)
+    assert [r.status for r in await c.runs(job)] == [RunStatus.CANCELLED]
+    await w.stop(0.1)
+    await asyncio.wait_for(loop_task, 5)
+
+
+async def test_wake_signal_fires_earlier_job_without_waiting_max_sleep(
+        make_engine: Any) -> None:
+    import asyncio
+    import time
+
+    from rsched.clock import RedisClock
+    from rsched.settings import SchedulerSettings
+    from rsched.scheduler import Scheduler
+
+    engine = await make_engine(shards=1)
+    clock = RedisClock(engine.redis)
+    reg = registry_with([])
+    c = system.client(engine, clock, reg)
+    sched = Scheduler(engine, SchedulerSettings(shards=[0], max_sleep_s=30.0), clock)
+    loop_task = asyncio.create_task(sched.run())
+    await asyncio.sleep(0.2)  # scheduler is now asleep for up to 30 s
+    t0 = time.monotonic()
+    job = await c.schedule(JobDef(task="record", schedule=Immediate()))
+    for _ in range(300):
+        if (await c.get(job)).runs == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert (await c.get(job)).runs == 1
+    assert time.monotonic() - t0 < 10, "woken by the signal, not by the 30 s sleep"
+    await sched.stop()
+    await asyncio.wait_for(loop_task, 5)
+
+
+async def test_dead_scheduler_shards_are_taken_over_within_lease(make_engine: Any,
+                                                                 clock: FakeClock) -> None:
+    from rsched.scheduler import Scheduler
+    from rsched.settings import SchedulerSettings
+
+    engine = await make_engine(shards=4)
+    cfg = SchedulerSettings(lease_s=0.3)
+    a = Scheduler(engine, cfg, clock, owner="a")
+    b = Scheduler(engine, cfg, clock, owner="b")
+    await a.tick()
+    assert a.owned == {0, 1, 2, 3}
+    await b.tick()
+    assert b.owned == set(), "a holds every lease"
+    clock.advance(100)
+    await a.tick()  # a sees two schedulers alive and sheds half
+    clock.advance(100)
+    await b.tick()
+    assert len(a.owned) == 2 and len(b.owned) == 2 and not a.owned & b.owned
+    # a dies without releasing; after its lease expires b holds everything
+    import asyncio
+
+    await asyncio.sleep(0.35)
+    clock.advance(400)
+    await b.tick()
+    assert b.owned == {0, 1, 2, 3}
