@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlparse
 
 import msgspec
@@ -21,7 +21,7 @@ from rsched import log, runner
 from rsched.client import Client
 from rsched.devservers import RedisServer, reachable
 from rsched.errors import RschedError
-from rsched.models import Cron, Every
+from rsched.models import Cron, Every, Schedule
 from rsched.settings import Settings
 
 app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True)
@@ -43,18 +43,18 @@ def _settings(redis_url: str | None = None, **overrides: Any) -> Settings:
         _fail(str(exc))
 
 
-def _fail(message: str, code: int = 2) -> Any:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def _run(coro: Awaitable[T]) -> T:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     except RschedError as exc:
-        return _fail(str(exc), 1)
+        _fail(str(exc), 1)
     except (RedisConnectionError, OSError) as exc:
-        return _fail(f"cannot reach Redis: {exc}", 3)
+        _fail(f"cannot reach Redis: {exc}", 3)
 
 
 def _iso(ms: int | None) -> str:
@@ -136,7 +136,7 @@ def _print(obj: Any) -> None:
 @jobs_app.command("list")
 def jobs_list(redis_url: RedisUrl = None, limit: int = 50, after: str = "") -> None:
     """List job ids (pass the last one as --after for the next page)."""
-    for job_id in _with_client(_settings(redis_url), lambda c: c.list(after=after, limit=limit)):
+    for job_id in _with_client(_settings(redis_url), lambda c: c.list_jobs(after=after, limit=limit)):
         typer.echo(job_id)
 
 
@@ -169,9 +169,13 @@ _verb("run_now", "Enqueue one extra run of a job at once.")
 def jobs_preview(cron: str | None = None, tz: str = "UTC", every_s: float | None = None,
                  count: int = 5, redis_url: RedisUrl = None) -> None:
     """Print the next fire instants of a cron or interval schedule."""
-    if (cron is None) == (every_s is None):
-        _fail("give exactly one of --cron or --every-s")
-    sched = Cron(expr=cron, tz=tz) if cron is not None else Every(every_ms=int(every_s * 1000))
+    sched: Schedule
+    if cron is not None and every_s is None:
+        sched = Cron(expr=cron, tz=tz)
+    elif every_s is not None and cron is None and every_s > 0:
+        sched = Every(every_ms=int(every_s * 1000))
+    else:
+        _fail("give exactly one of --cron or --every-s (> 0)")
     for ms in _with_client(_settings(redis_url), lambda c: c.preview(sched, count)):
         typer.echo(_iso(ms))
 

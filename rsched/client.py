@@ -83,7 +83,7 @@ class Client:
             raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
         return job
 
-    async def list(self, *, after: str = "", limit: int = 100) -> list[str]:
+    async def list_jobs(self, *, after: str = "", limit: int = 100) -> list[str]:
         """Job ids, shard by shard in creation order; pass the last id as ``after``."""
         out: list[str] = []
         start = self.engine.keys_for(after).shard if after else 0

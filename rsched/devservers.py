@@ -111,8 +111,9 @@ class PostgresServer:
     def _run(self, *args: str) -> None:
         cmd = [str(pg_bindir() / args[0]), *args[1:]]
         env = dict(os.environ, LC_ALL="C.UTF-8")
+        uid, gid = _postgres_ids()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       env=env, **_as_postgres_user())
+                       env=env, user=uid, group=gid)
 
     def init(self) -> PostgresServer:
         data = os.path.join(self.dir, "data")
@@ -143,11 +144,11 @@ class PostgresServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _as_postgres_user() -> dict[str, object]:
+def _postgres_ids() -> tuple[int | None, int | None]:
     # initdb refuses to run as root; drop to the postgres system user when we are root.
     if os.geteuid() != 0:
-        return {}
+        return None, None
     import pwd
 
     pw = pwd.getpwnam("postgres")
-    return {"user": pw.pw_uid, "group": pw.pw_gid}
+    return pw.pw_uid, pw.pw_gid

@@ -15,8 +15,8 @@ from redis.exceptions import ResponseError
 from rsched import codec
 from rsched.errors import ConfigError, ValidationError, raise_for_code
 from rsched.keys import (
-    JOB_ID,
     ARCHIVER_GROUP,
+    JOB_ID,
     RETRY_PREFIX,
     WORKER_GROUP,
     GlobalKeys,

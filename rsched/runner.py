@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from rsched.client import Client, connect_redis
@@ -45,7 +45,7 @@ async def build_worker(settings: Settings) -> Worker:
 
 
 async def run_until_signal(components: list[Any], grace_s: float,
-                           extra: list[Callable[[], Awaitable[None]]] | None = None) -> None:
+                           extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
     """Run components' run() until SIGTERM/SIGINT, then stop them gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -101,8 +101,8 @@ async def test_wake_signal_fires_earlier_job_without_waiting_max_sleep(
     import time
 
     from rsched.clock import RedisClock
-    from rsched.settings import SchedulerSettings
     from rsched.scheduler import Scheduler
+    from rsched.settings import SchedulerSettings
 
     engine = await make_engine(shards=1)
     clock = RedisClock(engine.redis)

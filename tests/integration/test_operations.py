@@ -326,4 +326,4 @@ async def test_immediate_job_done_after_firing(h: Harness) -> None:
     job = await h.client.schedule(JobDef(task="ok", schedule=Immediate()))
     await h.step()
     assert (await h.client.get(job)).state is JobState.DONE
-    assert await h.client.list() == [job]
+    assert await h.client.list_jobs() == [job]
