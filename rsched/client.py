@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from rsched.clock import Clock, RedisClock
@@ -43,6 +44,10 @@ class Client:
         await self.engine.redis.aclose()
 
     async def _validate(self, job: JobDef, now_ms: int) -> None:
+        try:  # Structs built in Python skip their constraints; a round trip applies them
+            msgspec.convert(msgspec.to_builtins(job), JobDef)
+        except msgspec.ValidationError as exc:
+            raise ValidationError(f"invalid job: {exc}") from exc
         if job.id is not None and not JOB_ID.match(job.id):
             raise ValidationError(f"invalid job id {job.id!r}: use 1-128 of [A-Za-z0-9_.-]")
         validate_queue(job.queue)

@@ -327,3 +327,18 @@ async def test_immediate_job_done_after_firing(h: Harness) -> None:
     await h.step()
     assert (await h.client.get(job)).state is JobState.DONE
     assert await h.client.list_jobs() == [job]
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    (JobDef(task="ok", schedule=Every(every_ms=-5)), "every_ms"),
+    (JobDef(task="ok", retry=RetryPolicy(max_attempts=0)), "max_attempts"),
+    (JobDef(task="ok", schedule=Cron(expr="0 * * * *", tz="Nowhere/City")), "unknown time zone"),
+    (JobDef(task="ok", schedule=Cron(expr="every minute")), "cron"),
+    (JobDef(task="ok", schedule=At(at_ms=1_000)), "in the past"),
+    (JobDef(task="ok", queue="bad queue"), "invalid queue name"),
+    (JobDef(task="ok", id="has:colon"), "invalid job id"),
+])
+async def test_bad_input_raises_one_typed_error(h: Harness, job: JobDef, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        await h.client.schedule(job)
+    assert await h.client.list_jobs() == [], "nothing stored"
