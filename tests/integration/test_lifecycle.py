@@ -148,3 +148,40 @@ async def test_dead_scheduler_shards_are_taken_over_within_lease(make_engine: An
     clock.advance(400)
     await b.tick()
     assert b.owned == {0, 1, 2, 3}
+
+
+async def test_live_worker_extends_lease_so_long_run_is_not_reclaimed(make_engine: Any) -> None:
+    import asyncio
+
+    from rsched.clock import RedisClock
+
+    engine = await make_engine(shards=1)
+    clock = RedisClock(engine.redis)
+    reg = TaskRegistry()
+
+    @reg.task(name="long")
+    async def long() -> str:
+        await asyncio.sleep(1.2)
+        return "done"
+
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg, lease_s=0.4, heartbeat_s=0.1, block_s=0.05,
+                      reclaim_every_s=3600)
+    thief = system.worker(engine, clock, reg, lease_s=0.4, heartbeat_s=0.1)
+    loop_task = asyncio.create_task(w.run())
+    job = await c.schedule(JobDef(task="long", timeout_s=10))
+    await s.tick()
+    stolen = 0
+    for _ in range(10):  # for 1 s, well past the 0.4 s lease, try to reclaim every 0.1 s
+        await asyncio.sleep(0.1)
+        stolen += await thief.reclaim()
+    for _ in range(100):
+        runs = await c.runs(job)
+        if runs and runs[0].status is RunStatus.SUCCEEDED:
+            break
+        await asyncio.sleep(0.05)
+    [run] = await c.runs(job)
+    assert stolen == 0
+    assert (run.status, run.attempt, run.worker) == (RunStatus.SUCCEEDED, 1, w.id)
+    await w.stop(0.1)
+    await asyncio.wait_for(loop_task, 5)
