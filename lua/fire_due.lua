@@ -2,17 +2,19 @@
 -- KEYS[1] due          ZSET   member -> fire ms; "r:<run id>" members are retries
 -- KEYS[2] events       STREAM job/run transitions
 -- KEYS[3] lease        STRING scheduler owning this shard
+-- KEYS[4] jobs         ZSET   job id -> creation ms (listing index; finished jobs leave it)
 -- ARGV[1] now_ms       int
 -- ARGV[2] job_prefix   str    tagged prefix; Derived: <job_prefix><id> HASH
 -- ARGV[3] run_prefix   str    tagged prefix; Derived: <run_prefix><run id> HASH
 -- ARGV[4] queue_prefix str    tagged prefix; Derived: <queue_prefix><queue> STREAM
 -- ARGV[5] owner        str    lease owner to check; '' = static shard assignment
 -- ARGV[6] maxlen       int    events stream cap
--- ARGV[7...] items     flat quintuples: member, read_score, next_ms (-1 none), fire (1/0), skipped
+-- ARGV[7] done_ttl_ms  int    a finished job's hash expires after this
+-- ARGV[8...] items     flat quintuples: member, read_score, next_ms (-1 none), fire (1/0), skipped
 -- Returns: number of runs enqueued; -3 when the lease is held by someone else
-local due, events, lease = KEYS[1], KEYS[2], KEYS[3]
+local due, events, lease, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, job_prefix, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local owner, maxlen = ARGV[5], ARGV[6]
+local owner, maxlen, done_ttl = ARGV[5], ARGV[6], ARGV[7]
 
 if owner ~= '' and redis.call('GET', lease) ~= owner then return -3 end
 
@@ -74,13 +76,15 @@ local function fire_job(id, read, next_ms, fire, skipped)
   else
     redis.call('ZREM', due, id)
     redis.call('HSET', jkey, 'state', 'done', 'next', '')
+    redis.call('PEXPIRE', jkey, done_ttl)
+    redis.call('ZREM', jobs, id)
     event('k', 'job', 'j', id, 'st', 'done')
   end
   return fire
 end
 
 local fired = 0
-for i = 7, #ARGV, 5 do
+for i = 8, #ARGV, 5 do
   local member, read = ARGV[i], ARGV[i + 1]
   local score = redis.call('ZSCORE', due, member)
   if score and tonumber(score) == tonumber(read) then

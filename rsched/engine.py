@@ -98,6 +98,7 @@ class Engine:
         self.k = [ShardKeys(cfg.prefix, s) for s in range(cfg.shards)]
         self.scripts = Scripts()
         self.maxlen = events_maxlen
+        self.done_ttl_ms = int(cfg.done_job_ttl_s * 1000)
         self._stream_of: dict[str, tuple[int, str]] = {}
 
     async def start(self) -> None:
@@ -137,10 +138,12 @@ class Engine:
 
     async def _job_op(self, name: str, job_id: str, now_ms: int, **extra: Any) -> Any:
         k = self.keys_for(job_id)
-        keys = {"due": k.due, "events": k.events}
+        keys = {"due": k.due, "events": k.events, "jobs": k.jobs}
         args: dict[str, Any] = {"now_ms": now_ms, "job_prefix": k.job_prefix, "job_id": job_id,
                                 "maxlen": self.maxlen}
         script = self.scripts[name]
+        if "done_ttl_ms" in script.args:
+            args["done_ttl_ms"] = self.done_ttl_ms
         if "wake" in script.args:
             args |= {"wake": self.g.wake_channel, "shard": k.shard}
         if "run_prefix" in script.args:
@@ -234,9 +237,10 @@ class Engine:
             flat += [f.member, f.read_score, -1 if f.next_ms is None else f.next_ms,
                      1 if f.fire else 0, f.skipped]
         res = await self._call("fire_due", {"due": k.due, "events": k.events,
-                                               "lease": k.lease}, {
+                                            "lease": k.lease, "jobs": k.jobs}, {
             "now_ms": now_ms, "job_prefix": k.job_prefix, "run_prefix": k.run_prefix,
             "queue_prefix": k.queue_prefix, "owner": owner, "maxlen": self.maxlen,
+            "done_ttl_ms": self.done_ttl_ms,
             "items": flat})
         raise_for_code(int(res), script="fire_due")
         return int(res)

@@ -22,6 +22,7 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     prefix: str = "rsched"  # every key starts with this
     shards: int = 16  # fixed when a deployment is created (stored in <prefix>:meta)
     max_connections: int = 64  # per process pool
+    done_job_ttl_s: float = 86400.0  # a finished or cancelled job's hash expires after this
 
 
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):

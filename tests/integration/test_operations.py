@@ -326,7 +326,6 @@ async def test_immediate_job_done_after_firing(h: Harness) -> None:
     job = await h.client.schedule(JobDef(task="ok", schedule=Immediate()))
     await h.step()
     assert (await h.client.get(job)).state is JobState.DONE
-    assert await h.client.list_jobs() == [job]
 
 
 @pytest.mark.parametrize(("job", "message"), [
@@ -342,3 +341,16 @@ async def test_bad_input_raises_one_typed_error(h: Harness, job: JobDef, message
     with pytest.raises(ValidationError, match=message):
         await h.client.schedule(job)
     assert await h.client.list_jobs() == [], "nothing stored"
+
+
+async def test_finished_and_cancelled_jobs_leave_the_listing_and_expire(h: Harness) -> None:
+    done = await h.client.schedule(JobDef(task="ok"))
+    cancelled = await h.client.schedule(JobDef(task="ok", schedule=Every(every_ms=1000)))
+    active = await h.client.schedule(JobDef(task="ok", schedule=Every(every_ms=1000)))
+    await h.step()
+    await h.client.cancel(cancelled)
+    assert await h.client.list_jobs() == [active]
+    for job in (done, cancelled):
+        ttl = await h.engine.redis.pttl(h.engine.keys_for(job).job(job))
+        assert 0 < ttl <= h.engine.done_ttl_ms
+    assert await h.engine.redis.pttl(h.engine.keys_for(active).job(active)) == -1
