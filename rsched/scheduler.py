@@ -93,6 +93,8 @@ class Scheduler:
               memo: dict[tuple[bytes, str], FireDecision]) -> Fire | None:
         if item.is_retry:
             return Fire(item.member, item.score, None)
+        if not item.sched:  # job hash gone: fire_due drops the orphaned due entry
+            return Fire(item.member, item.score, None, fire=False)
         key = (item.sched, item.score)
         d = memo.get(key)
         if d is None:

@@ -354,3 +354,10 @@ async def test_finished_and_cancelled_jobs_leave_the_listing_and_expire(h: Harne
         ttl = await h.engine.redis.pttl(h.engine.keys_for(job).job(job))
         assert 0 < ttl <= h.engine.done_ttl_ms
     assert await h.engine.redis.pttl(h.engine.keys_for(active).job(active)) == -1
+
+
+async def test_orphaned_due_entry_is_dropped_not_spun_on(h: Harness) -> None:
+    k = h.engine.k[0]
+    await h.engine.redis.zadd(k.due, {"ghost": h.clock.ms - 5})
+    assert await h.step() == 0
+    assert await h.engine.redis.zscore(k.due, "ghost") is None
