@@ -80,8 +80,10 @@ class Worker:
         room = self.cfg.concurrency - len(self.inflight)
         started = 0
         if room > 0 and not self._stopping.is_set():
-            runs = await self.engine.read_runs(self.id, self.cfg.queues,
-                                               min(room, self.cfg.batch), block_ms)
+            # COUNT applies per stream: spread the room over every shard stream read
+            streams = len(self.cfg.queues) * self.engine.shards
+            per_stream = max(1, -(-min(room, self.cfg.batch) // streams))
+            runs = await self.engine.read_runs(self.id, self.cfg.queues, per_stream, block_ms)
             started = await self._start(runs)
         return WorkerReport(started, len(self.inflight))
 
