@@ -15,8 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from rsched.clock import FakeClock
 from rsched import codec
+from rsched.clock import FakeClock
 from rsched.engine import DueItem, Engine, Fire
 from rsched.models import At, Cron, Every, JobDef, Schedule
 from rsched.scheduler import Scheduler
@@ -139,7 +139,7 @@ async def test_compare_and_set_lets_exactly_one_of_two_identical_fires_through(
         jobs = await _schedule_all(ea, clock, 400,
                                    lambda i, t0: Every(every_ms=1000, start_ms=t0))
         won = [0, 0]
-        for step in range(3):
+        for _ in range(3):
             for shard in range(ea.shards):
                 _, items_a = await ea.peek_due(shard, clock.ms, 1000)
                 _, items_b = await eb.peek_due(shard, clock.ms, 1000)

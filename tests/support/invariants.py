@@ -174,7 +174,8 @@ async def _check_due(engine: Engine, s: Summary) -> None:
                 assert s.jobs[member] == "active", \
                     f"job {member} is {s.jobs[member]} but still in the due index"
     retrying = {r for r, h in s.runs.items() if h["st"] == RunStatus.RETRYING}
-    assert retrying <= retry_members, f"retrying runs without a due entry: {retrying - retry_members}"
+    assert retrying <= retry_members, \
+        f"retrying runs without a due entry: {retrying - retry_members}"
 
 
 async def _check_dead(engine: Engine, s: Summary) -> None:
