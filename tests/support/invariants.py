@@ -81,7 +81,11 @@ class Summary:
         return Counter(r["st"] for r in self.runs.values())
 
     def slots(self, job_id: str) -> list[int]:
-        return sorted(slot for (j, slot) in self.fires if j == job_id)
+        if not hasattr(self, "_by_job"):
+            self._by_job: dict[str, list[int]] = defaultdict(list)
+            for j, slot in self.fires:
+                self._by_job[j].append(slot)
+        return sorted(self._by_job.get(job_id, []))
 
 
 async def _hashes(redis: Any, keys: list[str]) -> list[dict[str, str]]:
