@@ -292,7 +292,7 @@ class Worker:
         tasks = [t for _, t in self.inflight.values()]
         if tasks:
             log.info("waiting up to %.1fs for %d in-flight run(s)", self.cfg.grace_s, len(tasks))
-            _, late = await asyncio.wait(tasks, timeout=self.cfg.grace_s)
+            late = await self._wait_extending(tasks)
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -305,6 +305,23 @@ class Worker:
             h.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _wait_extending(self, tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+        """Wait up to grace_s for in-flight runs, extending their leases meanwhile: the run
+        loop no longer does, and a grace period outlasting the lease would otherwise let
+        another worker reclaim (and run a second time) a run that is about to finish."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.grace_s
+        pending = set(tasks)
+        while pending and (left := deadline - loop.time()) > 0:
+            _, pending = await asyncio.wait(pending, timeout=min(left, self.cfg.lease_s / 3))
+            live = [d for d, t in self.inflight.values() if not t.done()]
+            if pending and live:
+                try:
+                    await self.engine.extend_runs(self.id, live)
+                except _REDIS_DOWN as exc:
+                    log.warning("cannot extend in-flight runs during shutdown (%s)", exc)
+        return pending
 
 
 def _with_grace(cfg: WorkerSettings, grace_s: float) -> WorkerSettings:

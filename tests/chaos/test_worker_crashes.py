@@ -1,0 +1,175 @@
+"""Worker processes killed, frozen and stopped mid-run (real `rsched worker` subprocesses).
+
+Each scenario starts real worker processes on a private key prefix, fires a run of
+``chaos.hang_first`` (the first attempt hangs, later attempts return at once; every call
+leaves ``start <pid>`` / ``done <pid>`` in a marker log), does something to the process
+holding the run, and ends with the invariant check.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from rsched.client import Client
+from rsched.clock import RedisClock
+from rsched.engine import Engine
+from rsched.models import JobDef, Run, RunStatus
+from tests.support import invariants, system
+from tests.support.chaos_tasks import marker_lines
+from tests.support.procs import Role, Roles, eventually, worker_ready
+
+pytestmark = pytest.mark.chaos
+
+QUEUES = ["default"]
+LEASE_S = 1.5
+# Short leases and fast reclaim so a dead worker's run moves within seconds.
+FAST = {"worker__lease_s": LEASE_S, "worker__heartbeat_s": 0.3,
+        "worker__reclaim_every_s": 0.2, "worker__block_s": 0.1,
+        "worker__modules": ["tests.support.chaos_tasks"], "worker__queues": QUEUES}
+
+
+async def _fire_hang_first(engine: Engine, marker_dir: str, first_s: float) -> str:
+    """Schedule one immediate run of chaos.hang_first and fire it; returns the job id."""
+    clock = RedisClock(engine.redis)
+    client = Client(engine, clock)
+    job = await client.schedule(JobDef(task="chaos.hang_first", timeout_s=120, kwargs={
+        "marker_dir": marker_dir, "first_s": first_s, "then_s": 0.0}))
+    assert (await system.scheduler(engine, clock).tick()).fired == 1  # type: ignore[arg-type]
+    return job
+
+
+async def _run_when(engine: Engine, job: str, what: str,
+                    ok: Callable[[Run], bool], timeout_s: float = 30.0) -> Run:
+    async def check() -> Run | None:
+        run = await engine.get_run(f"{job}:1")
+        return run if run is not None and ok(run) else None
+
+    return await eventually(check, f"run {job}:1 {what}", timeout_s)
+
+
+async def _started_by(engine: Engine, job: str, marker_dir: str, role: Role,
+                      worker_id: str) -> Run:
+    """Wait until ``role`` is executing the first attempt (task body entered)."""
+    await eventually(_async(lambda: ("start", role.pid) in marker_lines(marker_dir)),
+                     f"{role.name} to start the task")
+    return await _run_when(engine, job, f"running on {worker_id}",
+                           lambda r: r.status is RunStatus.RUNNING and r.worker == worker_id)
+
+
+def _async(fn: Callable[[], Any]) -> Callable[[], Any]:
+    async def wrapped() -> Any:
+        return fn()
+
+    return wrapped
+
+
+async def _stop(role: Role) -> None:
+    role.signal(signal.SIGTERM)
+    assert await role.wait_exit() == 0, role.log()
+
+
+async def test_worker_sigkilled_mid_run_is_reclaimed_and_completes_with_same_run_id(
+        make_engine: Callable[..., Any], roles: Roles, marker_dir: str) -> None:
+    engine = await make_engine()
+    a = roles.spawn("worker", **FAST)
+    a_id = await worker_ready(engine, a)
+    job = await _fire_hang_first(engine, marker_dir, first_s=600)
+    await _started_by(engine, job, marker_dir, a, a_id)
+    b = roles.spawn("worker", **FAST)
+    b_id = await worker_ready(engine, b)
+    run = await engine.get_run(f"{job}:1")
+    assert run is not None and (run.attempt, run.worker) == (1, a_id), \
+        "a live worker's run is not taken while it keeps extending its lease"
+
+    a.signal(signal.SIGKILL)
+    assert await a.wait_exit() == -signal.SIGKILL
+
+    run = await _run_when(engine, job, "succeeded", lambda r: r.status is RunStatus.SUCCEEDED)
+    assert (run.id, run.attempt, run.worker) == (f"{job}:1", 2, b_id)
+    assert marker_lines(marker_dir) == [("start", a.pid), ("start", b.pid), ("done", b.pid)]
+    assert (await engine.get_job(job)).runs == 1  # type: ignore[union-attr]
+    await _stop(b)
+    await invariants.check(engine, QUEUES, [job], settled=True)
+
+
+async def test_frozen_worker_late_completion_is_fenced_out(
+        make_engine: Callable[..., Any], roles: Roles, marker_dir: str) -> None:
+    """SIGSTOP past the lease: the run is reclaimed and completed elsewhere; after SIGCONT
+    the frozen worker finishes its (stale) attempt, and its outcome is rejected."""
+    engine = await make_engine()
+    a = roles.spawn("worker", **FAST)
+    a_id = await worker_ready(engine, a)
+    job = await _fire_hang_first(engine, marker_dir, first_s=2.5)
+    await _started_by(engine, job, marker_dir, a, a_id)
+    a.signal(signal.SIGSTOP)
+
+    b = roles.spawn("worker", **FAST)
+    b_id = await worker_ready(engine, b)
+    run = await _run_when(engine, job, "succeeded", lambda r: r.status is RunStatus.SUCCEEDED)
+    assert (run.attempt, run.worker) == (2, b_id)
+
+    a.signal(signal.SIGCONT)
+    # The frozen attempt's side effect still happens (at-least-once execution)...
+    await eventually(_async(lambda: ("done", a.pid) in marker_lines(marker_dir)),
+                     "the resumed worker to finish its stale attempt")
+    # ...but its completion is refused by the attempt fence.
+    await eventually(_async(lambda: "outcome(s) rejected" in a.log()),
+                     "the resumed worker to report its fenced-out outcome")
+    after = await engine.get_run(f"{job}:1")
+    assert after is not None
+    assert (after.status, after.attempt, after.worker) == (RunStatus.SUCCEEDED, 2, b_id)
+    assert after.finished_ms == run.finished_ms, "the late completion changed nothing"
+    await _stop(a)
+    await _stop(b)
+    await invariants.check(engine, QUEUES, [job], settled=True)
+
+
+async def test_sigterm_finishes_in_flight_run_within_grace_even_past_the_lease(
+        make_engine: Callable[..., Any], roles: Roles, marker_dir: str) -> None:
+    """Graceful stop: the in-flight run finishes on the stopping worker and it exits 0.
+    The grace period outlasts the run lease, and another worker is reclaiming all the
+    while: the stopping worker keeps its run's lease alive, so it is not run twice."""
+    engine = await make_engine()
+    a = roles.spawn("worker", worker__grace_s=10.0, **FAST)
+    a_id = await worker_ready(engine, a)
+    b = roles.spawn("worker", **FAST)
+    await worker_ready(engine, b)
+    job = await _fire_hang_first(engine, marker_dir, first_s=2 * LEASE_S)
+    await _started_by(engine, job, marker_dir, a, a_id)
+
+    a.signal(signal.SIGTERM)
+    assert await a.wait_exit() == 0, a.log()
+    run = await engine.get_run(f"{job}:1")
+    assert run is not None
+    assert (run.status, run.attempt, run.worker) == (RunStatus.SUCCEEDED, 1, a_id)
+    assert marker_lines(marker_dir) == [("start", a.pid), ("done", a.pid)]
+    await _stop(b)
+    await invariants.check(engine, QUEUES, [job], settled=True)
+
+
+async def test_sigterm_leaves_run_longer_than_grace_pending_for_another_worker(
+        make_engine: Callable[..., Any], roles: Roles, marker_dir: str) -> None:
+    engine = await make_engine()
+    a = roles.spawn("worker", worker__grace_s=0.5, **FAST)
+    a_id = await worker_ready(engine, a)
+    job = await _fire_hang_first(engine, marker_dir, first_s=600)
+    await _started_by(engine, job, marker_dir, a, a_id)
+
+    a.signal(signal.SIGTERM)
+    assert await a.wait_exit() == 0, a.log()
+    run = await engine.get_run(f"{job}:1")
+    assert run is not None and (run.status, run.attempt) == (RunStatus.RUNNING, 1), \
+        "abandoned at shutdown: left as it was, for the reclaimer"
+    await invariants.check(engine, QUEUES, [job], settled=False)
+
+    b = roles.spawn("worker", **FAST)
+    b_id = await worker_ready(engine, b)
+    run = await _run_when(engine, job, "succeeded", lambda r: r.status is RunStatus.SUCCEEDED)
+    assert (run.id, run.attempt, run.worker) == (f"{job}:1", 2, b_id)
+    assert marker_lines(marker_dir) == [("start", a.pid), ("start", b.pid), ("done", b.pid)]
+    await _stop(b)
+    await invariants.check(engine, QUEUES, [job], settled=True)
