@@ -197,8 +197,16 @@ class Worker:
         if not self._done:
             return
         batch, self._done = self._done, {}
-        now = await self.clock.now_ms()
-        codes = await self.engine.complete_runs(now, self._ttl_ms, batch)
+        try:
+            now = await self.clock.now_ms()
+            codes = await self.engine.complete_runs(now, self._ttl_ms, batch)
+        except _REDIS_DOWN:
+            # Keep the outcomes for the next flush rather than letting the runs be reclaimed
+            # and executed again: completion is fenced by attempt, so resending a batch that
+            # did land before the connection broke only acks it again (code -2).
+            for shard, outs in batch.items():
+                self._done[shard] = outs + self._done.get(shard, [])
+            raise
         rejected = sum(1 for c in codes if c != 0)
         if rejected:
             log.warning("%d outcome(s) rejected: attempt superseded or run already ended",
@@ -224,6 +232,12 @@ class Worker:
 
     async def reclaim(self) -> int:
         """Take over runs whose worker stopped extending them (died or froze)."""
+        # Our own runs are not abandoned, however long this loop was paused (Redis
+        # unreachable, a stall): record finished ones and refresh running ones first, or
+        # XAUTOCLAIM would hand them back to us as new attempts and run them twice.
+        await self.flush()
+        if self.inflight:
+            await self.engine.extend_runs(self.id, [d for d, _ in self.inflight.values()])
         now = await self.clock.now_ms()
         taken = 0
         for queue in self.cfg.queues:
@@ -268,8 +282,9 @@ class Worker:
             try:
                 await self.flush()
             except _REDIS_DOWN as exc:
-                log.warning("cannot record outcomes (%s); runs stay pending", exc)
+                log.warning("cannot record outcomes (%s); retrying", exc)
                 await asyncio.sleep(0.5)
+                self._flush_now.set()
 
     async def _listen(self) -> None:
         while True:
