@@ -32,12 +32,13 @@ FAST = {"worker__lease_s": LEASE_S, "worker__heartbeat_s": 0.3,
         "worker__modules": ["tests.support.chaos_tasks"], "worker__queues": QUEUES}
 
 
-async def _fire_hang_first(engine: Engine, marker_dir: str, first_s: float) -> str:
+async def _fire_hang_first(engine: Engine, marker_dir: str, first_s: float,
+                           then_s: float = 0.0) -> str:
     """Schedule one immediate run of chaos.hang_first and fire it; returns the job id."""
     clock = RedisClock(engine.redis)
     client = Client(engine, clock)
     job = await client.schedule(JobDef(task="chaos.hang_first", timeout_s=120, kwargs={
-        "marker_dir": marker_dir, "first_s": first_s, "then_s": 0.0}))
+        "marker_dir": marker_dir, "first_s": first_s, "then_s": then_s}))
     assert (await system.scheduler(engine, clock).tick()).fired == 1  # type: ignore[arg-type]
     return job
 
@@ -96,35 +97,49 @@ async def test_worker_sigkilled_mid_run_is_reclaimed_and_completes_with_same_run
     await invariants.check(engine, QUEUES, [job], settled=True)
 
 
+@pytest.mark.parametrize("resume", ["after_the_new_attempt_ended", "while_it_runs"])
 async def test_frozen_worker_late_completion_is_fenced_out(
-        make_engine: Callable[..., Any], roles: Roles, marker_dir: str) -> None:
-    """SIGSTOP past the lease: the run is reclaimed and completed elsewhere; after SIGCONT
-    the frozen worker finishes its (stale) attempt, and its outcome is rejected."""
+        make_engine: Callable[..., Any], roles: Roles, marker_dir: str, resume: str) -> None:
+    """SIGSTOP past the lease: the run is reclaimed by another worker (attempt 2); after
+    SIGCONT the frozen worker finishes its stale attempt 1, and its outcome is rejected.
+    Resumed after attempt 2 ended, "already ended" would refuse it too; resumed while
+    attempt 2 still runs, only the attempt fence in the run's state stands in the way."""
     engine = await make_engine()
+    during = resume == "while_it_runs"
     a = roles.spawn("worker", **FAST)
     a_id = await worker_ready(engine, a)
-    job = await _fire_hang_first(engine, marker_dir, first_s=2.5)
+    job = await _fire_hang_first(engine, marker_dir, first_s=2.5,
+                                 then_s=4 * LEASE_S if during else 0.0)
     await _started_by(engine, job, marker_dir, a, a_id)
     a.signal(signal.SIGSTOP)
 
     b = roles.spawn("worker", **FAST)
     b_id = await worker_ready(engine, b)
-    run = await _run_when(engine, job, "succeeded", lambda r: r.status is RunStatus.SUCCEEDED)
-    assert (run.attempt, run.worker) == (2, b_id)
+    if during:
+        await _run_when(engine, job, "reclaimed by the other worker",
+                        lambda r: (r.status, r.attempt, r.worker) == (RunStatus.RUNNING, 2, b_id))
+    else:
+        await _run_when(engine, job, "succeeded", lambda r: r.status is RunStatus.SUCCEEDED)
 
     a.signal(signal.SIGCONT)
     # The frozen attempt's side effect still happens (at-least-once execution)...
     await eventually(_async(lambda: ("done", a.pid) in marker_lines(marker_dir)),
                      "the resumed worker to finish its stale attempt")
-    # ...but its completion is refused by the attempt fence.
+    # ...but its completion is refused.
     await eventually(_async(lambda: "outcome(s) rejected" in a.log()),
                      "the resumed worker to report its fenced-out outcome")
-    after = await engine.get_run(f"{job}:1")
-    assert after is not None
-    assert (after.status, after.attempt, after.worker) == (RunStatus.SUCCEEDED, 2, b_id)
-    assert after.finished_ms == run.finished_ms, "the late completion changed nothing"
+    if during:
+        now = await engine.get_run(f"{job}:1")
+        assert now is not None
+        assert (now.status, now.attempt, now.worker) == (RunStatus.RUNNING, 2, b_id), \
+            "attempt 2 is still the one in charge"
+    run = await _run_when(engine, job, "succeeded", lambda r: r.status is RunStatus.SUCCEEDED)
+    assert (run.attempt, run.worker) == (2, b_id)
+    assert ("done", b.pid) in marker_lines(marker_dir)
     await _stop(a)
     await _stop(b)
+    after = await engine.get_run(f"{job}:1")
+    assert after == run, "nothing changed after the one outcome"
     await invariants.check(engine, QUEUES, [job], settled=True)
 
 
@@ -136,10 +151,10 @@ async def test_sigterm_finishes_in_flight_run_within_grace_even_past_the_lease(
     engine = await make_engine()
     a = roles.spawn("worker", worker__grace_s=10.0, **FAST)
     a_id = await worker_ready(engine, a)
-    b = roles.spawn("worker", **FAST)
-    await worker_ready(engine, b)
-    job = await _fire_hang_first(engine, marker_dir, first_s=2 * LEASE_S)
+    job = await _fire_hang_first(engine, marker_dir, first_s=3 * LEASE_S)
     await _started_by(engine, job, marker_dir, a, a_id)
+    b = roles.spawn("worker", **FAST)  # started now, so it cannot be the one reading it
+    await worker_ready(engine, b)
 
     a.signal(signal.SIGTERM)
     assert await a.wait_exit() == 0, a.log()
