@@ -99,6 +99,7 @@ def worker(redis_url: RedisUrl = None, queues: str | None = None,
         await runner.run_until_signal([w], s.worker.grace_s)
 
     _run(go())
+    runner.exit_abandoning_task_threads()
 
 
 @app.command()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -21,7 +24,7 @@ from rsched.models import Every, JobDef
 from rsched.scheduler import Scheduler
 from rsched.settings import Settings
 from rsched.tasks import registry
-from rsched.worker import Worker
+from rsched.worker import TASK_THREADS, Worker
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,23 @@ async def run_until_signal(components: list[Any], grace_s: float,
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
     for c in components:
         await c.engine.redis.aclose()
+
+
+def exit_abandoning_task_threads(wait_s: float = 0.5) -> None:
+    """Call once a worker has stopped. A sync task still running past the grace period
+    cannot be cancelled, and Python joins pool threads at exit, which would hold the
+    process open (SIGTERM "ignored") until the task returns. Its run is already left
+    pending for reclaim, so exit without waiting for the thread."""
+    deadline = time.monotonic() + wait_s
+    threads = [t for t in threading.enumerate() if t.name.startswith(TASK_THREADS)]
+    for t in threads:  # idle pool threads end by themselves in a moment
+        t.join(max(0.0, deadline - time.monotonic()))
+    busy = [t for t in threads if t.is_alive()]
+    if busy:
+        log.warning("exiting with %d sync task(s) still running past the grace period; "
+                    "their runs are left pending for reclaim", len(busy))
+        logging.shutdown()
+        os._exit(0)
 
 
 async def seed_example(settings: Settings) -> None:

@@ -35,6 +35,8 @@ from rsched.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Name prefix of the pool threads sync tasks run in (the runner looks for leftovers).
+TASK_THREADS = "rsched-task"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Worker:
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
-        self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="rsched-task")
+        self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix=TASK_THREADS)
         self._specs: dict[bytes, JobSpec] = {}
         self._rng = random.Random()
         self._ttl_ms = int(cfg.run_ttl_s * 1000)

@@ -33,11 +33,11 @@ FAST = {"worker__lease_s": LEASE_S, "worker__heartbeat_s": 0.3,
 
 
 async def _fire_hang_first(engine: Engine, marker_dir: str, first_s: float,
-                           then_s: float = 0.0) -> str:
+                           then_s: float = 0.0, task: str = "chaos.hang_first") -> str:
     """Schedule one immediate run of chaos.hang_first and fire it; returns the job id."""
     clock = RedisClock(engine.redis)
     client = Client(engine, clock)
-    job = await client.schedule(JobDef(task="chaos.hang_first", timeout_s=120, kwargs={
+    job = await client.schedule(JobDef(task=task, timeout_s=1200, kwargs={
         "marker_dir": marker_dir, "first_s": first_s, "then_s": then_s}))
     assert (await system.scheduler(engine, clock).tick()).fired == 1  # type: ignore[arg-type]
     return job
@@ -166,12 +166,16 @@ async def test_sigterm_finishes_in_flight_run_within_grace_even_past_the_lease(
     await invariants.check(engine, QUEUES, [job], settled=True)
 
 
+@pytest.mark.parametrize("task", ["chaos.hang_first", "chaos.hang_first_sync"])
 async def test_sigterm_leaves_run_longer_than_grace_pending_for_another_worker(
-        make_engine: Callable[..., Any], roles: Roles, marker_dir: str) -> None:
+        make_engine: Callable[..., Any], roles: Roles, marker_dir: str, task: str) -> None:
+    """Past the grace period the run is abandoned (left pending) and the worker exits 0;
+    a sync task cannot be cancelled, so its thread is abandoned with it rather than
+    holding the process open until the task returns."""
     engine = await make_engine()
     a = roles.spawn("worker", worker__grace_s=0.5, **FAST)
     a_id = await worker_ready(engine, a)
-    job = await _fire_hang_first(engine, marker_dir, first_s=600)
+    job = await _fire_hang_first(engine, marker_dir, first_s=600, task=task)
     await _started_by(engine, job, marker_dir, a, a_id)
 
     a.signal(signal.SIGTERM)

@@ -61,3 +61,16 @@ async def hang_first(marker_dir: str, first_s: float, then_s: float = 0.0) -> in
 @task(name="chaos.noop")
 async def noop() -> None:
     return None
+
+
+@task(name="chaos.hang_first_sync")
+def hang_first_sync(marker_dir: str, first_s: float, then_s: float = 0.0) -> int:
+    """hang_first as a plain function: the worker runs it in its thread pool."""
+    import time
+
+    pid = os.getpid()
+    first = _first_call(marker_dir)
+    _append(marker_dir, f"start {pid}")
+    time.sleep(first_s if first else then_s)
+    _append(marker_dir, f"done {pid}")
+    return pid
