@@ -153,6 +153,7 @@ async def test_compare_and_set_lets_exactly_one_of_two_identical_fires_through(
         fires = await invariants.fires_from_queues(ea, QUEUES)
         assert _assert_every_slot_once(fires, jobs, clock.ms - 3000, clock.ms - 1000) == 1200
         assert sum(won) == 1200
+        await invariants.check(ea, QUEUES, list(jobs), settled=False)
     finally:
         for c in clients:
             await c.aclose()
