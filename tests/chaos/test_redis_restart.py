@@ -125,6 +125,13 @@ async def _scenario(server: RedisServer, redis: Any, roles: Roles) -> None:
     assert "redis unavailable" in scheduler.log(), scheduler.log()
     assert "redis unavailable" in worker.log(), worker.log()
 
+    async def resubscribed() -> bool:
+        # the scheduler's wake listener and the worker's cancel listener are back
+        counts = dict(await redis.pubsub_numsub(engine.g.wake_channel, engine.g.cancel_channel))
+        return all(n == 1 for n in counts.values())
+
+    await eventually(resubscribed, "the scheduler and worker to subscribe again")
+
     await _stop(scheduler)
     jobs = every + later
 
