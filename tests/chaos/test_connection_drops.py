@@ -20,7 +20,7 @@ from rsched.models import JobDef, RunStatus
 from rsched.settings import RedisSettings
 from rsched.tasks import TaskRegistry
 from tests.support import invariants, system
-from tests.support.procs import eventually
+from tests.support.procs import eventually, sync_check
 from tests.support.proxy import Proxy
 
 pytestmark = pytest.mark.chaos
@@ -56,7 +56,7 @@ async def test_outcome_of_a_run_finished_while_cut_off_is_recorded_once_back(
 
         await proxy.cut()
         release.set()  # the run finishes while the worker cannot reach Redis
-        await eventually(_async(lambda: "cannot record outcomes" in caplog.text),
+        await eventually(sync_check(lambda: "cannot record outcomes" in caplog.text),
                          "the worker to fail recording the outcome")
         await proxy.restore()
 
@@ -78,11 +78,3 @@ async def test_outcome_of_a_run_finished_while_cut_off_is_recorded_once_back(
             await asyncio.wait_for(loop, 10)
         await worker_redis.aclose()
         await proxy.close()
-
-
-def _async(fn: Callable[[], Any]) -> Callable[[], Any]:
-    async def wrapped() -> Any:
-        return fn()
-
-    return wrapped
-

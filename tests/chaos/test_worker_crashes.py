@@ -20,7 +20,7 @@ from rsched.engine import Engine
 from rsched.models import JobDef, Run, RunStatus
 from tests.support import invariants, system
 from tests.support.chaos_tasks import marker_lines
-from tests.support.procs import Role, Roles, eventually, worker_ready
+from tests.support.procs import Role, Roles, eventually, sync_check, worker_ready
 
 pytestmark = pytest.mark.chaos
 
@@ -55,17 +55,11 @@ async def _run_when(engine: Engine, job: str, what: str,
 async def _started_by(engine: Engine, job: str, marker_dir: str, role: Role,
                       worker_id: str) -> Run:
     """Wait until ``role`` is executing the first attempt (task body entered)."""
-    await eventually(_async(lambda: ("start", role.pid) in marker_lines(marker_dir)),
+    await eventually(sync_check(lambda: ("start", role.pid) in marker_lines(marker_dir)),
                      f"{role.name} to start the task")
     return await _run_when(engine, job, f"running on {worker_id}",
                            lambda r: r.status is RunStatus.RUNNING and r.worker == worker_id)
 
-
-def _async(fn: Callable[[], Any]) -> Callable[[], Any]:
-    async def wrapped() -> Any:
-        return fn()
-
-    return wrapped
 
 
 async def _stop(role: Role) -> None:
@@ -123,10 +117,10 @@ async def test_frozen_worker_late_completion_is_fenced_out(
 
     a.signal(signal.SIGCONT)
     # The frozen attempt's side effect still happens (at-least-once execution)...
-    await eventually(_async(lambda: ("done", a.pid) in marker_lines(marker_dir)),
+    await eventually(sync_check(lambda: ("done", a.pid) in marker_lines(marker_dir)),
                      "the resumed worker to finish its stale attempt")
     # ...but its completion is refused.
-    await eventually(_async(lambda: "outcome(s) rejected" in a.log()),
+    await eventually(sync_check(lambda: "outcome(s) rejected" in a.log()),
                      "the resumed worker to report its fenced-out outcome")
     if during:
         now = await engine.get_run(f"{job}:1")

@@ -42,6 +42,15 @@ async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout_s: fl
         await asyncio.sleep(interval_s)
 
 
+def sync_check(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """Adapt a plain predicate (a file exists, a log line appeared) for ``eventually``."""
+
+    async def check() -> T:
+        return fn()
+
+    return check
+
+
 @dataclass
 class Role:
     name: str
