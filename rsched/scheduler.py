@@ -30,6 +30,8 @@ from rsched.settings import SchedulerSettings
 from rsched.timing import FireDecision, decide
 
 log = logging.getLogger(__name__)
+# A due job whose trigger cannot be decoded is moved this far ahead (and logged each time).
+PARK_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class Scheduler:
         memo: dict[tuple[bytes, str], FireDecision] = {}
         while True:
             head, items = await self.engine.peek_due(shard, now, self.cfg.batch)
-            fires = [f for f in (self._plan(i, now, memo) for i in items) if f is not None]
+            fires = [self._plan(i, now, memo) for i in items]
             if fires:
                 fired += await self.engine.fire_due(shard, now, owner, fires)
             for cand in [head, *(f.next_ms for f in fires)]:
@@ -90,7 +92,7 @@ class Scheduler:
                 return fired, nxt
 
     def _plan(self, item: DueItem, now: int,
-              memo: dict[tuple[bytes, str], FireDecision]) -> Fire | None:
+              memo: dict[tuple[bytes, str], FireDecision]) -> Fire:
         if item.is_retry:
             return Fire(item.member, item.score, None)
         if not item.sched:  # job hash gone: fire_due drops the orphaned due entry
@@ -99,8 +101,8 @@ class Scheduler:
         d = memo.get(key)
         if d is None:
             trigger = self._trigger(item)
-            if trigger is None:
-                return None
+            if trigger is None:  # park it a minute later so it cannot block the shard
+                return Fire(item.member, item.score, now + PARK_MS, fire=False)
             d = memo[key] = decide(trigger, int(float(item.score)), now)
         return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped)
 
@@ -110,9 +112,8 @@ class Scheduler:
             try:
                 t = codec.decode_trigger(item.sched)
             except SerializationError:
-                # Cancelled between peek and read (empty blob) or corrupt: fire_due drops
-                # stale members, and a corrupt one must not stall the shard.
-                log.error("job %s: unreadable trigger, leaving it for its owner", item.member)
+                log.error("job %s: unreadable trigger; parked for %d s", item.member,
+                          PARK_MS // 1000)
                 return None
             if len(self._triggers) > 10_000:
                 self._triggers.clear()

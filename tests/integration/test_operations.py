@@ -361,3 +361,20 @@ async def test_orphaned_due_entry_is_dropped_not_spun_on(h: Harness) -> None:
     await h.engine.redis.zadd(k.due, {"ghost": h.clock.ms - 5})
     assert await h.step() == 0
     assert await h.engine.redis.zscore(k.due, "ghost") is None
+
+
+async def test_corrupt_triggers_filling_a_batch_do_not_stall_the_tick(h: Harness) -> None:
+    h.scheduler.cfg = __import__("msgspec").structs.replace(h.scheduler.cfg, batch=2)
+    k = h.engine.k[0]
+    for bad in ("bad1", "bad2"):
+        await h.engine.redis.hset(k.job(bad), mapping={"state": "active", "sched": b"\xc1"})
+        await h.engine.redis.zadd(k.due, {bad: h.clock.ms - 10})
+    from rsched.keys import shard_of
+
+    good_id = next(f"good{i}" for i in range(100) if shard_of(f"good{i}", h.engine.shards) == 0)
+    good = await h.client.schedule(JobDef(id=good_id, task="ok",
+                                          schedule=At(at_ms=h.clock.ms - 5)))
+    report = await asyncio.wait_for(h.scheduler.tick(), 5)
+    assert report.fired == 1, "the good job behind a full batch of bad ones still fires"
+    assert (await h.client.get(good)).runs == 1
+    assert await h.engine.redis.zscore(k.due, "bad1") == h.clock.ms + 60_000, "parked"
