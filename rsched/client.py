@@ -7,6 +7,7 @@ Must not: format keys or run tasks.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -14,7 +15,7 @@ import redis.asyncio as aioredis
 
 from rsched.clock import Clock, RedisClock
 from rsched.engine import Engine
-from rsched.errors import JobNotFound, ValidationError
+from rsched.errors import DuplicateJob, JobNotFound, ValidationError
 from rsched.keys import JOB_ID, validate_queue
 from rsched.models import DeadLetter, Job, JobDef, Run, Schedule
 from rsched.settings import Settings
@@ -23,8 +24,11 @@ from rsched.timing import first_fire, preview, validate_schedule
 
 
 def connect_redis(settings: Settings) -> Any:
-    return aioredis.Redis.from_url(settings.redis.url,
-                                   max_connections=settings.redis.max_connections)
+    r = settings.redis
+    return aioredis.Redis.from_url(r.url, max_connections=r.max_connections,
+                                   socket_timeout=r.socket_timeout_s,
+                                   socket_connect_timeout=r.connect_timeout_s,
+                                   health_check_interval=30)
 
 
 class Client:
@@ -44,6 +48,15 @@ class Client:
         await self.engine.redis.aclose()
 
     async def _validate(self, job: JobDef, now_ms: int) -> None:
+        self._check(job, now_ms, await self._known_tasks())
+
+    async def _known_tasks(self) -> set[str]:
+        if self.registry is not None:
+            return set(self.registry.names())
+        return await self.engine.known_tasks()
+
+    @staticmethod
+    def _check(job: JobDef, now_ms: int, known: set[str]) -> None:
         try:  # Structs built in Python skip their constraints; a round trip applies them
             msgspec.convert(msgspec.to_builtins(job), JobDef)
         except msgspec.ValidationError as exc:
@@ -53,10 +66,6 @@ class Client:
         validate_queue(job.queue)
         if not job.task:
             raise ValidationError("task: must not be empty")
-        if self.registry is not None:
-            known = set(self.registry.names())
-        else:
-            known = await self.engine.known_tasks()
         if known and job.task not in known:
             raise ValidationError(f"unknown task {job.task!r}; known: {sorted(known)[:10]}")
         validate_schedule(job.schedule, now_ms)
@@ -69,6 +78,27 @@ class Client:
         await self.engine.schedule_job(job_id, job, now_ms=now,
                                        next_ms=first_fire(job.schedule, now), expect_version=0)
         return job_id
+
+    async def schedule_many(self, jobs: Sequence[JobDef], *, chunk: int = 1000) -> list[str]:
+        """Create many jobs in pipelined round trips; returns their ids in order. Every job
+        is validated before anything is written. Each job is created atomically, the batch
+        is not: if some ids already exist, the others are still created and DuplicateJob
+        names the first existing one."""
+        now = await self.clock.now_ms()
+        known = await self._known_tasks()
+        for job in jobs:
+            self._check(job, now, known)
+        ids = [job.id or uuid.uuid4().hex for job in jobs]
+        codes = await self.engine.schedule_many(
+            [(job_id, job, first_fire(job.schedule, now)) for job_id, job in zip(ids, jobs,
+                                                                                strict=True)],
+            now_ms=now, chunk=chunk)
+        dup = [job_id for job_id, code in zip(ids, codes, strict=True) if code == -4]
+        if dup:
+            raise DuplicateJob(f"schedule_many: {len(dup)} of {len(ids)} job ids already exist "
+                               f"(first {dup[0]!r}); the others were created",
+                               script="schedule_job", job_id=dup[0])
+        return ids
 
     async def update(self, job_id: str, job: JobDef, version: int | None = None) -> int:
         """Replace a job's definition; with ``version``, only if it is still that version.

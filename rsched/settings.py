@@ -22,6 +22,8 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     prefix: str = "rsched"  # every key starts with this
     shards: int = 16  # fixed when a deployment is created (stored in <prefix>:meta)
     max_connections: int = 64  # per process pool
+    socket_timeout_s: float = 30.0  # a stalled Redis surfaces as an error, not a hang
+    connect_timeout_s: float = 5.0
     done_job_ttl_s: float = 86400.0  # a finished or cancelled job's hash expires after this
 
 
@@ -72,6 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("redis.shards must be within 1..1024")
         if self.worker.concurrency < 1 or self.worker.batch < 1:
             raise ConfigError("worker.concurrency and worker.batch must be >= 1")
+        if self.worker.block_s >= self.redis.socket_timeout_s:
+            raise ConfigError("worker.block_s must be below redis.socket_timeout_s")
         if self.worker.lease_s <= self.worker.heartbeat_s:
             raise ConfigError("worker.lease_s must exceed worker.heartbeat_s")
 
