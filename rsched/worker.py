@@ -34,6 +34,7 @@ from rsched.settings import WorkerSettings
 from rsched.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
+FAIL_RECORD_TRIES = 30  # about a minute of backoff before leaving a failure to the reclaimer
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # Name prefix of the pool threads sync tasks run in (the runner looks for leftovers).
 TASK_THREADS = "rsched-task"
@@ -177,19 +178,25 @@ class Worker:
 
     async def _fail(self, d: Delivery, spec: JobSpec | None, error: str, final: RunStatus,
                     *, retry: bool, delay_ms: int | None = None) -> None:
-        try:
-            now = await self.clock.now_ms()
-        except _REDIS_DOWN:
-            return
-        retry_at = None
-        if retry and spec is not None:
-            retry_at = now + (delay_ms if delay_ms is not None
-                              else backoff_ms(spec.retry, d.attempt, self._rng))
-        try:
-            code = await self.engine.fail_run(d.shard, now, self._ttl_ms, d.run_id,
-                                              d.attempt, error, retry_at, final)
-        except _REDIS_DOWN as exc:
-            log.warning("cannot record failure of %s (%s); it will be reclaimed", d.run_id, exc)
+        # The run stays in flight (its lease extended) while Redis is unreachable; resending
+        # is safe because fail_run is fenced by the attempt.
+        pause = 0.1
+        for _ in range(FAIL_RECORD_TRIES):
+            try:
+                now = await self.clock.now_ms()
+                retry_at = None
+                if retry and spec is not None:
+                    retry_at = now + (delay_ms if delay_ms is not None
+                                      else backoff_ms(spec.retry, d.attempt, self._rng))
+                code = await self.engine.fail_run(d.shard, now, self._ttl_ms, d.run_id,
+                                                  d.attempt, error, retry_at, final)
+                break
+            except _REDIS_DOWN as exc:
+                log.warning("cannot record failure of %s yet (%s)", d.run_id, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        else:
+            log.warning("gave up recording failure of %s; it will be reclaimed", d.run_id)
             return
         log.info("run %s attempt %d failed (%s): %s", d.run_id, d.attempt,
                  "retrying" if code == 1 else "ended" if code == 2 else f"fenced {code}", error)
