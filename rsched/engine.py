@@ -118,23 +118,54 @@ class Engine:
         return await self.scripts.call(self.redis, name, keys, args)
 
     # -- jobs ---------------------------------------------------------------------------
-    async def schedule_job(self, job_id: str, d: JobDef, *, now_ms: int, next_ms: int | None,
-                           expect_version: int) -> int:
+    @staticmethod
+    def _check_job(job_id: str, d: JobDef) -> None:
         if not JOB_ID.match(job_id):
             raise ValidationError(f"invalid job id {job_id!r}: use 1-128 of [A-Za-z0-9_.-]")
         validate_queue(d.queue)
+
+    def _schedule_args(self, job_id: str, d: JobDef, now_ms: int, next_ms: int | None,
+                       expect_version: int) -> tuple[dict[str, str], dict[str, Any]]:
+        self._check_job(job_id, d)
         k = self.keys_for(job_id)
-        ver = await self._call("schedule_job", {"due": k.due, "events": k.events,
-                                                   "jobs": k.jobs}, {
+        return {"due": k.due, "events": k.events, "jobs": k.jobs}, {
             "now_ms": now_ms, "job_prefix": k.job_prefix, "job_id": job_id,
             "next_ms": -1 if next_ms is None else next_ms, "expect_ver": expect_version,
             "spec": codec.encode(d.spec()), "sched": codec.encode(d.trigger()),
             "queue": d.queue, "tenant": d.tenant, "max_att": d.retry.max_attempts,
             "overlap": d.overlap.value, "maxlen": self.maxlen, "wake": self.g.wake_channel,
-            "shard": k.shard})
+            "shard": k.shard}
+
+    async def schedule_job(self, job_id: str, d: JobDef, *, now_ms: int, next_ms: int | None,
+                           expect_version: int) -> int:
+        ver = await self._call("schedule_job",
+                               *self._schedule_args(job_id, d, now_ms, next_ms, expect_version))
         raise_for_code(ver, script="schedule_job", job_id=job_id)
         await self.redis.sadd(self.g.queues, d.queue)
         return int(ver)
+
+    async def schedule_many(self, jobs: Sequence[tuple[str, JobDef, int | None]], *,
+                            now_ms: int, chunk: int = 1000) -> list[int]:
+        """Create jobs (id, definition, first fire) in pipelined round trips of ``chunk``
+        schedule_job calls. Each job is created atomically, the batch is not: returns one
+        code per job, its version (1) or -4 when the id already exists."""
+        for job_id, d, _ in jobs:  # bad input fails before anything is written
+            self._check_job(job_id, d)
+        out: list[int] = []
+        for i in range(0, len(jobs), chunk):
+            calls = [self._schedule_args(job_id, d, now_ms, nxt, 0)
+                     for job_id, d, nxt in jobs[i:i + chunk]]
+
+            def build(pipe: Any, calls: list[tuple[dict[str, str], dict[str, Any]]] = calls
+                      ) -> None:
+                for keys, args in calls:
+                    self.scripts.queue(pipe, "schedule_job", keys, args)
+
+            out += [int(r) for r in await self.scripts.execute(self.redis, build)]
+        queues = {d.queue for _, d, _ in jobs}
+        if queues:
+            await self.redis.sadd(self.g.queues, *queues)
+        return out
 
     async def _job_op(self, name: str, job_id: str, now_ms: int, **extra: Any) -> Any:
         k = self.keys_for(job_id)

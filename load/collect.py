@@ -1,0 +1,135 @@
+"""What happened to every run of a benchmark, read back from the shards' events streams.
+
+Owns: parsing run events (queued / running / succeeded, skips), counting runs per
+(job, slot), lags and percentiles. Must not: start processes or schedule jobs.
+
+The events streams are the engine's own record of every transition (fire_due, start_runs,
+complete_runs write them in the same atomic step as the transition), so counting them
+counts what the engine did, not what a client believes it did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rsched.keys import ShardKeys
+
+
+@dataclass
+class RunFacts:
+    job: str
+    slot_ms: int
+    enq_ms: int = 0
+    start_ms: int = 0  # first start (Redis TIME, as recorded by the worker)
+    end_ms: int = 0
+    task_us: int = 0  # when the task body ran (host clock, reported by bench.noop)
+    starts: int = 0
+    successes: int = 0
+
+
+@dataclass
+class Facts:
+    runs: dict[str, RunFacts] = field(default_factory=dict)
+    by_slot: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    skips: int = 0
+    events: int = 0
+
+    def add(self, f: dict[bytes, bytes]) -> None:
+        self.events += 1
+        kind = f.get(b"k")
+        if kind == b"skip":
+            self.skips += int(f.get(b"n", b"1"))
+            return
+        if kind != b"run":
+            return
+        st, run_id = f[b"st"], f[b"r"].decode()
+        if st == b"queued":
+            run = self.runs.get(run_id)
+            if run is None:  # a retry re-queues the same run id: one run, not two
+                slot = int(float(f[b"slot"]))
+                run = self.runs[run_id] = RunFacts(f[b"j"].decode(), slot, int(f[b"enq"]))
+                self.by_slot.setdefault((run.job, slot), []).append(run_id)
+        elif st == b"running":
+            run = self.runs[run_id]
+            run.starts += 1
+            if not run.start_ms:
+                run.start_ms = int(f[b"start"])
+        elif st == b"succeeded":
+            run = self.runs[run_id]
+            run.successes += 1
+            run.end_ms = int(f[b"end"])
+            res = f.get(b"res", b"")
+            run.task_us = int(res) if res.isdigit() else 0
+
+
+async def read_events(redis: Any, keys: Iterable[ShardKeys], since_id: str,
+                      chunk: int = 20_000) -> Facts:
+    """Every event from ``since_id`` on, streamed chunk by chunk (bounded memory)."""
+    facts = Facts()
+    for k in keys:
+        start = since_id
+        while True:
+            entries = await redis.xrange(k.events, min=start, count=chunk)
+            for _, fields in entries:
+                facts.add(fields)
+            if len(entries) < chunk:
+                break
+            start = "(" + entries[-1][0].decode()
+    return facts
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Nearest-rank p50/p90/p99 and max, in the unit given; empty -> zeros."""
+    if not values:
+        return {"n": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    s = sorted(values)
+
+    def rank(p: float) -> float:
+        return float(s[max(0, math.ceil(p * len(s)) - 1)])
+
+    return {"n": len(s), "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99),
+            "max": float(s[-1])}
+
+
+def judge(facts: Facts, expected: dict[tuple[str, int], int] | set[tuple[str, int]]
+          ) -> dict[str, int]:
+    """Lost and duplicated counts against the slots that should have fired exactly once."""
+    fired = set(facts.by_slot)
+    want = set(expected)
+    done = {key for key, ids in facts.by_slot.items()
+            if any(facts.runs[r].successes for r in ids)}
+    return {
+        "expected": len(want),
+        "fired": len(fired & want),
+        "completed": len(done & want),
+        "lost": len(want - done),  # never fired, or fired and never completed
+        "missed_slots": len(want - fired),  # never fired
+        "duplicated": sum(len(ids) - 1 for ids in facts.by_slot.values()),  # >1 run a slot
+        "unexpected": len(fired - want),  # fired a slot that was not scheduled
+        "executed_twice": sum(1 for r in facts.runs.values() if r.starts > 1),
+        "succeeded_twice": sum(1 for r in facts.runs.values() if r.successes > 1),
+        "skipped": facts.skips,
+    }
+
+
+def lags(facts: Facts) -> dict[str, dict[str, float]]:
+    """Fire lag (slot -> enqueued), start lag (slot -> task body ran, seen by the task)
+    and recorded start lag (slot -> run hash `start`), in ms."""
+    runs = [r for r in facts.runs.values() if r.successes]
+    return {
+        "fire_lag_ms": percentiles([r.enq_ms - r.slot_ms for r in runs]),
+        "start_lag_ms": percentiles([r.task_us / 1000 - r.slot_ms for r in runs if r.task_us]),
+        "recorded_start_lag_ms": percentiles([r.start_ms - r.slot_ms for r in runs]),
+        "end_lag_ms": percentiles([r.end_ms - r.slot_ms for r in runs]),
+    }
+
+
+def span_ms(facts: Facts) -> tuple[int, int]:
+    """(earliest slot, latest completion) of the completed runs."""
+    runs = [r for r in facts.runs.values() if r.successes]
+    if not runs:
+        return 0, 0
+    return min(r.slot_ms for r in runs), max(r.end_ms for r in runs)
