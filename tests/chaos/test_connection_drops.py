@@ -7,7 +7,7 @@ may run again because the worker could not report it in time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,101 +28,88 @@ pytestmark = pytest.mark.chaos
 QUEUES = ["default"]
 
 
-async def test_outcome_of_a_run_finished_while_cut_off_is_recorded_once_back(
-        make_engine: Callable[..., Any], redis_url: str, prefix: str, clock: FakeClock,
-        caplog: pytest.LogCaptureFixture) -> None:
-    url = urlparse(redis_url)
-    proxy = await Proxy(url.hostname or "127.0.0.1", url.port or 6379).start()
-    worker_redis = aioredis.Redis.from_url(proxy.url)
-    engine = await make_engine()  # direct: the test's client and scheduler
-    wengine = Engine(worker_redis, RedisSettings(prefix=prefix, shards=engine.shards))
-    await wengine.start()
-    reg = TaskRegistry()
-    started, release = asyncio.Event(), asyncio.Event()
-    calls: list[int] = []
+class CutOff:
+    """A worker whose Redis connection runs through a proxy the test can cut, a gated task
+    it is running, and a direct engine for the test's own client and scheduler."""
 
-    @reg.task(name="gate")
-    async def gate() -> None:
-        calls.append(1)
-        started.set()
-        await release.wait()
+    def __init__(self, engine: Engine, proxy: Proxy, worker_redis: Any, fail: bool) -> None:
+        self.engine, self.proxy, self.worker_redis = engine, proxy, worker_redis
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+        self.calls: list[int] = []
+        self.reg = TaskRegistry()
 
-    w = system.worker(wengine, clock, reg, block_s=0.05)
-    loop = asyncio.create_task(w.run())
-    try:
-        job = await system.client(engine, clock, reg).schedule(JobDef(task="gate"))
-        assert (await system.scheduler(engine, clock).tick()).fired == 1
-        await asyncio.wait_for(started.wait(), 10)
+        @self.reg.task(name="gate")
+        async def gate() -> None:
+            self.calls.append(1)
+            self.started.set()
+            await self.release.wait()
+            if fail:
+                raise RuntimeError("failed while cut off")
 
-        await proxy.cut()
-        release.set()  # the run finishes while the worker cannot reach Redis
-        await eventually(sync_check(lambda: "cannot record outcomes" in caplog.text),
-                         "the worker to fail recording the outcome")
-        await proxy.restore()
+    async def run_cut_off(self, clock: FakeClock, wengine: Engine,
+                          logged: Callable[[], bool]) -> str:
+        """Start the worker, fire one run, cut the connection while it finishes."""
+        self.worker = system.worker(wengine, clock, self.reg, block_s=0.05)
+        self.loop = asyncio.create_task(self.worker.run())
+        job = await system.client(self.engine, clock, self.reg).schedule(JobDef(task="gate"))
+        assert (await system.scheduler(self.engine, clock).tick()).fired == 1
+        await asyncio.wait_for(self.started.wait(), 10)
+        await self.proxy.cut()
+        self.release.set()  # the run finishes while the worker cannot reach Redis
+        await eventually(sync_check(logged), "the worker to fail recording the result")
+        await self.proxy.restore()
+        return job
 
-        async def succeeded() -> bool:
-            run = await engine.get_run(f"{job}:1")
-            return run is not None and run.status is RunStatus.SUCCEEDED
-
-        await eventually(succeeded, "the kept outcome to be recorded once Redis is reachable",
-                         timeout_s=15)
-        run = await engine.get_run(f"{job}:1")
-        assert run is not None and (run.attempt, run.worker) == (1, w.id)
-        assert calls == [1], "executed once: no reclaim, no second attempt"
-        await w.stop(1.0)
-        await asyncio.wait_for(loop, 10)
-        await invariants.check(engine, QUEUES, [job], settled=True)
-    finally:
-        if not loop.done():
-            await w.stop(0.0)
-            await asyncio.wait_for(loop, 10)
-        await worker_redis.aclose()
-        await proxy.close()
+    async def run_state(self, job: str, status: RunStatus) -> bool:
+        run = await self.engine.get_run(f"{job}:1")
+        return run is not None and run.status is status
 
 
-async def test_failure_of_a_run_finished_while_cut_off_is_recorded_once_back(
-        make_engine: Callable[..., Any], redis_url: str, prefix: str, clock: FakeClock,
-        caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+async def cut_off(make_engine: Callable[..., Any], redis_url: str, prefix: str,
+                  clock: FakeClock) -> AsyncIterator[Any]:
     url = urlparse(redis_url)
     proxy = await Proxy(url.hostname or "127.0.0.1", url.port or 6379).start()
     worker_redis = aioredis.Redis.from_url(proxy.url)
     engine = await make_engine()
     wengine = Engine(worker_redis, RedisSettings(prefix=prefix, shards=engine.shards))
     await wengine.start()
-    reg = TaskRegistry()
-    started, release = asyncio.Event(), asyncio.Event()
-    calls: list[int] = []
+    harness: CutOff | None = None
 
-    @reg.task(name="gate_fail")
-    async def gate_fail() -> None:
-        calls.append(1)
-        started.set()
-        await release.wait()
-        raise RuntimeError("failed while cut off")
+    async def make(fail: bool, logged: Callable[[], bool]) -> tuple[CutOff, str]:
+        nonlocal harness
+        harness = CutOff(engine, proxy, worker_redis, fail)
+        return harness, await harness.run_cut_off(clock, wengine, logged)
 
-    w = system.worker(wengine, clock, reg, block_s=0.05)
-    loop = asyncio.create_task(w.run())
     try:
-        job = await system.client(engine, clock, reg).schedule(JobDef(task="gate_fail"))
-        assert (await system.scheduler(engine, clock).tick()).fired == 1
-        await asyncio.wait_for(started.wait(), 10)
-        await proxy.cut()
-        release.set()
-        await eventually(sync_check(lambda: "cannot record failure" in caplog.text),
-                         "the worker to fail recording the failure")
-        await proxy.restore()
-
-        async def retrying() -> bool:
-            run = await engine.get_run(f"{job}:1")
-            return run is not None and run.status is RunStatus.RETRYING
-
-        await eventually(retrying, "the kept failure to be recorded", timeout_s=15)
-        run = await engine.get_run(f"{job}:1")
-        assert run is not None and run.attempt == 2 and run.error == (
-            "RuntimeError: failed while cut off")
-        assert calls == [1], "not reclaimed and re-run while the failure waited"
+        yield make
     finally:
-        await w.stop(0.0)
-        await asyncio.wait_for(loop, 10)
+        if harness is not None and not harness.loop.done():
+            await harness.worker.stop(0.0)
+            await asyncio.wait_for(harness.loop, 10)
         await worker_redis.aclose()
         await proxy.close()
+
+
+async def test_outcome_of_a_run_finished_while_cut_off_is_recorded_once_back(
+        cut_off: Any, caplog: pytest.LogCaptureFixture) -> None:
+    h, job = await cut_off(False, lambda: "cannot record outcomes" in caplog.text)
+    await eventually(lambda: h.run_state(job, RunStatus.SUCCEEDED),
+                     "the kept outcome to be recorded once Redis is reachable", timeout_s=15)
+    run = await h.engine.get_run(f"{job}:1")
+    assert run is not None and (run.attempt, run.worker) == (1, h.worker.id)
+    assert h.calls == [1], "executed once: no reclaim, no second attempt"
+    await h.worker.stop(1.0)
+    await asyncio.wait_for(h.loop, 10)
+    await invariants.check(h.engine, QUEUES, [job], settled=True)
+
+
+async def test_failure_of_a_run_finished_while_cut_off_is_recorded_once_back(
+        cut_off: Any, caplog: pytest.LogCaptureFixture) -> None:
+    h, job = await cut_off(True, lambda: "cannot record failure" in caplog.text)
+    await eventually(lambda: h.run_state(job, RunStatus.RETRYING),
+                     "the kept failure to be recorded", timeout_s=15)
+    run = await h.engine.get_run(f"{job}:1")
+    assert run is not None and run.attempt == 2
+    assert run.error == "RuntimeError: failed while cut off"
+    assert h.calls == [1], "not reclaimed and re-run while the failure waited"
