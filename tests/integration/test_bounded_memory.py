@@ -12,7 +12,6 @@ from typing import Any
 from rsched.clock import FakeClock
 from rsched.engine import Engine
 from rsched.models import Every, JobDef
-from rsched.scheduler import Scheduler
 from rsched.settings import RedisSettings
 from rsched.tasks import TaskRegistry
 from tests.support import invariants, system
@@ -23,15 +22,6 @@ EVENTS_MAXLEN = 2000
 # XADD MAXLEN ~ trims whole stream nodes (stream-node-max-entries, 100 by default), so a
 # capped stream may exceed its maxlen by up to one node.
 NODE_SLACK = 100
-
-
-async def _fire_all_due(s: Scheduler) -> int:
-    fired = 0
-    while True:
-        report = await s.tick()
-        fired += report.fired
-        if report.next_due_ms is None or report.next_due_ms > report.now_ms:
-            return fired
 
 
 async def test_streams_stay_trimmed_and_runs_expire_after_20000_completed_runs(
@@ -54,7 +44,7 @@ async def test_streams_stay_trimmed_and_runs_expire_after_20000_completed_runs(
             for i in range(JOBS)]
     fired, longest_queue = 0, 0
     for _ in range(SLOTS):
-        fired += await _fire_all_due(s)
+        fired += await system.fire_until_idle(s)
         while (await w.tick(block_ms=None)).started:
             pass
         await w.drain()

@@ -68,17 +68,6 @@ def _plan(items: list[DueItem], now_ms: int) -> list[Fire]:
     return out
 
 
-async def _tick_until_idle(s: Scheduler) -> int:
-    """Tick until nothing is due at the current time; one tick fires at most one slot
-    per job per batch, the run loop ticks again at once while the head is due."""
-    fired = 0
-    while True:
-        report = await s.tick()
-        fired += report.fired
-        if report.next_due_ms is None or report.next_due_ms > report.now_ms:
-            return fired
-
-
 async def _engine_on_own_connection(make_engine: Callable[..., Any], redis_url: str,
                                     clients: list[Any]) -> Engine:
     client = aioredis.Redis.from_url(redis_url)
@@ -179,14 +168,14 @@ async def test_scheduler_crashing_between_read_and_fire_loses_no_slot(
         # ...and it "crashes" here: nothing is fired, nothing was removed from the index.
         fresh_engine = await _engine_on_own_connection(make_engine, redis_url, clients)
         fresh = system.scheduler(fresh_engine, clock)
-        fired = await _tick_until_idle(fresh)
+        fired = await system.fire_until_idle(fresh)
         assert fired == sum(len(invariants.expected_slots(s, created, clock.ms))
                             for s in jobs.values())
         late = [await doomed.fire_due(shard, clock.ms, "", plan) for shard, plan in stale.items()]
         assert late == [0] * doomed.shards, "a stale plan must not fire anything"
         for _ in range(5):
             clock.advance(300)
-            await _tick_until_idle(fresh)
+            await system.fire_until_idle(fresh)
         fires = await invariants.fires_from_queues(fresh_engine, QUEUES)
         _assert_every_slot_once(fires, jobs, created, clock.ms)
         await invariants.check(fresh_engine, QUEUES, list(jobs), settled=False)
@@ -226,7 +215,7 @@ async def test_schedulers_cancelled_at_random_points_lose_and_double_no_slot(
             await client.aclose()
             if rng.random() < 0.5:
                 await survivor.tick()
-        await _tick_until_idle(survivor)
+        await system.fire_until_idle(survivor)
         assert killed_mid_tick > 10, "most victims died inside their tick"
         fires = await invariants.fires_from_queues(survivor_engine, QUEUES)
         _assert_every_slot_once(fires, jobs, created, clock.ms)
