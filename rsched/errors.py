@@ -82,8 +82,17 @@ def raise_for_code(code: int, *, script: str, job_id: str = "") -> None:
     if code >= 0:
         return
     cls = CODES.get(code, ScriptError)
-    raise cls(f"{script}: {cls.__name__} (code {code}) for job {job_id!r}", script=script,
+    what = _MEANING.get(code, f"unexpected reply {code}")
+    raise cls(f"{script.replace('_', ' ')}: job {job_id!r} {what}", script=script,
               job_id=job_id)
+
+
+_MEANING = {
+    -1: "not found",
+    -2: "is not in a state that allows this (or its version changed)",
+    -3: "was taken over: lease or attempt superseded",
+    -4: "already exists",
+}
 
 
 class Retry(Exception):
