@@ -17,7 +17,7 @@ local out = {}
 for i = 7, #ARGV, 4 do
   local run_id, att, status, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local rkey = run_prefix .. run_id
-  local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'entry')
+  local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'entry', 'slot')
   local code = 0
   if not r[1] then
     code = -1
@@ -33,7 +33,7 @@ for i = 7, #ARGV, 4 do
     redis.call('PEXPIRE', rkey, ttl)
     redis.call('XACK', queue_prefix .. r[3], group, r[5])
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
-      'j', r[4], 'st', status, 'att', att, 'end', now, 'res', result)
+      'j', r[4], 'st', status, 'att', att, 'end', now, 'res', result, 'slot', r[6])
   end
   out[#out + 1] = code
 end

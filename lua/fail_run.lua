@@ -21,7 +21,7 @@ local run_id, att, err = ARGV[7], ARGV[8], ARGV[9]
 local retry_at, final = tonumber(ARGV[10]), ARGV[11]
 
 local rkey = run_prefix .. run_id
-local r = redis.call('HMGET', rkey, 'st', 'att', 'max', 'queue', 'job', 'entry')
+local r = redis.call('HMGET', rkey, 'st', 'att', 'max', 'queue', 'job', 'entry', 'slot')
 if not r[1] then return -1 end
 if r[2] ~= att or r[1] ~= 'running' then return -3 end
 redis.call('XACK', queue_prefix .. r[4], group, r[6])
@@ -30,7 +30,8 @@ if retry_at >= 0 and n < tonumber(r[3]) then
   redis.call('HSET', rkey, 'st', 'retrying', 'att', n + 1, 'err', err, 'end', now)
   redis.call('ZADD', due, retry_at, 'r:' .. run_id)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
-    'j', r[5], 'st', 'retrying', 'att', att, 'err', err, 'end', now, 'retry', retry_at)
+    'j', r[5], 'st', 'retrying', 'att', att, 'err', err, 'end', now, 'retry', retry_at,
+    'slot', r[7])
   return 1
 end
 redis.call('HSET', rkey, 'st', final, 'err', err, 'end', now)
@@ -38,5 +39,5 @@ redis.call('PEXPIRE', rkey, ttl)
 redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'r', run_id, 'j', r[5], 'q', r[4],
   'st', final, 'a', att, 'e', err, 't', now)
 redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
-  'j', r[5], 'st', final, 'att', att, 'err', err, 'end', now)
+  'j', r[5], 'st', final, 'att', att, 'err', err, 'end', now, 'slot', r[7])
 return 2

@@ -40,7 +40,8 @@ local function fire_retry(member)
   local j = redis.call('HMGET', job_prefix .. r[2], 'state', 'spec')
   if j[1] == 'cancelled' or not j[2] then
     redis.call('HSET', rkey, 'st', 'cancelled', 'end', now)
-    event('k', 'run', 'r', run_id, 'j', r[2], 'st', 'cancelled', 'att', r[5], 'end', now)
+    event('k', 'run', 'r', run_id, 'j', r[2], 'st', 'cancelled', 'att', r[5], 'end', now,
+      'slot', r[7])
     return 0
   end
   enqueue(run_id, r[2], r[3], r[4], r[5], r[6], r[7], j[2])

@@ -18,11 +18,11 @@ local min_idle, count, run_prefix = ARGV[4], ARGV[5], ARGV[6]
 local ttl, maxlen = ARGV[7], ARGV[8]
 local ended = {succeeded = 1, failed = 1, dead = 1, cancelled = 1, timed_out = 1}
 
-local function finish(rkey, run_id, job, st, att, err)
+local function finish(rkey, run_id, job, st, att, err, slot)
   redis.call('HSET', rkey, 'st', st, 'err', err, 'end', now)
   redis.call('PEXPIRE', rkey, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
-    'j', job, 'st', st, 'att', att, 'err', err, 'end', now)
+    'j', job, 'st', st, 'att', att, 'err', err, 'end', now, 'slot', slot)
 end
 
 local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, '0-0',
@@ -39,18 +39,19 @@ for _, entry in ipairs(claimed[2]) do
     redis.call('XACK', stream, group, id)
   elseif r[4] == '1' then
     redis.call('XACK', stream, group, id)
-    finish(rkey, f.r, f.j, 'cancelled', att, 'cancelled while its worker was gone')
+    finish(rkey, f.r, f.j, 'cancelled', att, 'cancelled while its worker was gone', f.s)
   elseif att + 1 > tonumber(r[3]) then
     local err = 'lease expired on attempt ' .. att .. ' (worker lost)'
     redis.call('XACK', stream, group, id)
     redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'r', f.r, 'j', f.j,
       'q', string.match(stream, ':q:(.*)$'), 'st', 'dead', 'a', att, 'e', err, 't', now)
-    finish(rkey, f.r, f.j, 'dead', att, err)
+    finish(rkey, f.r, f.j, 'dead', att, err, f.s)
   else
     att = att + 1
     redis.call('HSET', rkey, 'st', 'running', 'att', att, 'worker', consumer, 'start', now)
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', f.r,
-      'j', f.j, 'st', 'running', 'att', att, 'start', now, 'w', consumer, 'why', 'reclaimed')
+      'j', f.j, 'st', 'running', 'att', att, 'start', now, 'w', consumer, 'why', 'reclaimed',
+      'slot', f.s)
     out[#out + 1] = id
     out[#out + 1] = f.r
     out[#out + 1] = f.j

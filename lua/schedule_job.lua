@@ -54,5 +54,5 @@ else
 end
 redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'k', 'job', 'j', id, 'st', state,
   'ver', ver, 'q', queue, 'tn', tenant, 'spec', spec, 'sched', sched,
-  'next', next_ms, 't', now)
+  'next', next_ms, 'ov', overlap, 'max', max_att, 't', now)
 return ver

@@ -16,7 +16,7 @@ local out = {}
 for i = 7, #ARGV, 3 do
   local run_id, att, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local rkey = run_prefix .. run_id
-  local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job')
+  local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'slot')
   local code = 0
   if not r[1] then
     code = -1
@@ -33,7 +33,7 @@ for i = 7, #ARGV, 3 do
   elseif code == 0 then
     redis.call('HSET', rkey, 'st', 'running', 'start', now, 'worker', worker)
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
-      'j', r[4], 'st', 'running', 'att', att, 'start', now, 'w', worker)
+      'j', r[4], 'st', 'running', 'att', att, 'start', now, 'w', worker, 'slot', r[5])
   end
   out[#out + 1] = code
 end
