@@ -418,20 +418,26 @@ class Engine:
 
     async def trim_queues(self, queues: Sequence[str]) -> int:
         """Drop queue entries every group has acked (below the oldest pending or unread)."""
-        trimmed = 0
-        for stream in self._streams(queues):
-            try:
-                groups = await self.redis.xinfo_groups(stream)
-            except ResponseError:
-                continue
-            floor: str | None = None
-            for g in groups:
-                pend = await self.redis.xpending(stream, g["name"])
-                cand = _s(pend["min"]) if pend["pending"] else _next_id(_s(g["last-delivered-id"]))
-                floor = cand if floor is None or _id_lt(cand, floor) else floor
-            if floor is not None:
-                trimmed += await self.redis.xtrim(stream, minid=floor, approximate=False)
-        return trimmed
+        return sum([await self._trim_acked(s) for s in self._streams(queues)])
+
+    async def _trim_acked(self, stream: str) -> int:
+        floor = await self._oldest_unacked(stream)
+        if floor is None:
+            return 0
+        return int(await self.redis.xtrim(stream, minid=floor, approximate=False))
+
+    async def _oldest_unacked(self, stream: str) -> str | None:
+        """The smallest id some group still needs (oldest pending, else next unread)."""
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError:
+            return None
+        floor: str | None = None
+        for g in groups:
+            pend = await self.redis.xpending(stream, g["name"])
+            cand = _s(pend["min"]) if pend["pending"] else _next_id(_s(g["last-delivered-id"]))
+            floor = cand if floor is None or _id_lt(cand, floor) else floor
+        return floor
 
     async def heartbeat(self, worker: str, now_ms: int) -> None:
         await self.redis.zadd(self.g.workers, {worker: now_ms})
@@ -482,6 +488,58 @@ class Engine:
         for shard, eids in by_shard.items():
             pipe.xack(self.k[shard].events, ARCHIVER_GROUP, *eids)
         await pipe.execute()
+
+    async def trim_events(self) -> int:
+        """Drop events every group (the archivers) has acked."""
+        return sum([await self._trim_acked(k.events) for k in self.k])
+
+    async def claim_events(self, consumer: str, min_idle_ms: int,
+                           count: int) -> list[tuple[int, str, dict[str, bytes]]]:
+        """Take over events a dead archiver read but never acked."""
+        out: list[tuple[int, str, dict[str, bytes]]] = []
+        for k in self.k:
+            reply = await self.redis.xautoclaim(k.events, ARCHIVER_GROUP, consumer, min_idle_ms,
+                                                "0-0", count=count)
+            out += [(k.shard, _s(eid), {_s(a): b for a, b in f.items()})
+                    for eid, f in reply[1] if f]
+        return out
+
+    async def events_lag_ms(self, now_ms: int) -> int:
+        """Age of the oldest event not yet archived (0 when all are)."""
+        oldest = [await self._oldest_unacked(k.events) for k in self.k]
+        ages = []
+        for k, floor in zip(self.k, oldest, strict=True):
+            if floor is None:
+                continue
+            first = await self.redis.xrange(k.events, min=floor, count=1)
+            if first:
+                ages.append(now_ms - _split(_s(first[0][0]))[0])
+        return max(ages, default=0)
+
+    async def restore_job(self, job_id: str, *, state: str, next_ms: int | None, version: int,
+                          spec: bytes, sched: bytes, queue: str, tenant: str, max_att: int,
+                          overlap: str, runs: int, last_ms: int | None,
+                          created_ms: int) -> bool:
+        """Recreate a job lost from Redis; False when it already exists (untouched)."""
+        k = self.keys_for(job_id)
+        res = await self._call("restore_job", {"due": k.due, "jobs": k.jobs}, {
+            "job_prefix": k.job_prefix, "job_id": job_id, "state": state,
+            "next_ms": -1 if next_ms is None else next_ms, "version": version, "spec": spec,
+            "sched": sched, "queue": queue, "tenant": tenant, "max_att": max_att,
+            "overlap": overlap, "runs": runs, "last_ms": -1 if last_ms is None else last_ms,
+            "created_ms": created_ms, "done_ttl_ms": self.done_ttl_ms})
+        return int(res) == 1
+
+    async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
+                          max_att: int, slot_ms: int, due_ms: int) -> bool:
+        """Re-queue an unfinished run lost from Redis as a retry due at ``due_ms``."""
+        job_id = job_of_run(run_id)
+        k = self.keys_for(job_id)
+        res = await self._call("restore_run", {"due": k.due}, {
+            "run_prefix": k.run_prefix, "run_id": run_id, "job_id": job_id, "queue": queue,
+            "tenant": tenant, "attempt": attempt, "max_att": max_att, "slot_ms": slot_ms,
+            "due_ms": due_ms})
+        return int(res) == 1
 
     async def due_count(self) -> int:
         pipe = self.redis.pipeline(transaction=False)

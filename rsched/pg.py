@@ -1,0 +1,136 @@
+"""PostgreSQL plumbing of the archive: connections, versioned migrations, runs partitions
+and retention.
+
+Owns: DDL and the migrations table. Must not: touch Redis or interpret events
+(archiver.py writes rows, history.py reads them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from rsched.errors import ArchiveError
+
+log = logging.getLogger(__name__)
+# pg_advisory_xact_lock key serialising concurrent `rsched migrate` runs ("rsch").
+MIGRATION_LOCK = 0x72736368
+_PARTITION = re.compile(r"^runs_(\d{8})$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    out = []
+    for entry in resources.files("rsched.migrations").iterdir():
+        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if m:
+            out.append(Migration(int(m.group(1)), m.group(2), entry.read_text()))
+    return sorted(out, key=lambda mig: mig.version)
+
+
+async def connect(dsn: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    try:
+        return await psycopg.AsyncConnection.connect(dsn, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise ArchiveError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+
+
+async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str]:
+    """Apply pending migrations in order, each recorded; returns the names applied."""
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS rsched_migrations (version integer PRIMARY KEY,"
+            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        cur = await conn.execute("SELECT version FROM rsched_migrations")
+        done = {row[0] for row in await cur.fetchall()}
+        for mig in migrations():
+            if mig.version in done:
+                continue
+            await conn.execute(mig.sql.encode())
+            await conn.execute("INSERT INTO rsched_migrations (version, name) VALUES (%s, %s)",
+                               (mig.version, mig.name))
+            applied.append(f"{mig.version:04d}_{mig.name}")
+    return applied
+
+
+def partition_name(day: date) -> str:
+    return f"runs_{day:%Y%m%d}"
+
+
+async def partitions(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[date]:
+    cur = await conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'runs'")
+    days = []
+    for (name,) in await cur.fetchall():
+        m = _PARTITION.match(str(name))
+        if m:
+            days.append(datetime.strptime(m.group(1), "%Y%m%d").date())
+    return sorted(days)
+
+
+async def ensure_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]], today: date,
+                            back_days: int, ahead_days: int = 7) -> list[date]:
+    """Create daily runs partitions for [today - back_days, today + ahead_days]."""
+    have = set(await partitions(conn))
+    created = []
+    for offset in range(-back_days, ahead_days + 1):
+        day = today + timedelta(days=offset)
+        if day in have:
+            continue
+        stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF runs FOR VALUES FROM ({})"
+                       " TO ({})").format(sql.Identifier(partition_name(day)),
+                                          sql.Literal(_midnight(day)),
+                                          sql.Literal(_midnight(day + timedelta(days=1))))
+        try:
+            async with conn.transaction():
+                await conn.execute(stmt)
+            created.append(day)
+        except psycopg.errors.CheckViolation:
+            # rows of that day already sit in the default partition; they stay there and
+            # are removed by retention's DELETE on the default partition
+            log.warning("runs partition %s not created: default partition holds its rows", day)
+    return created
+
+
+async def drop_old_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]], today: date,
+                              retention_days: int) -> list[date]:
+    """Drop partitions wholly older than the retention window; trim the default one."""
+    cutoff = today - timedelta(days=retention_days)
+    dropped = []
+    async with conn.transaction():
+        for day in await partitions(conn):
+            if day < cutoff:
+                await conn.execute(sql.SQL("DROP TABLE {}").format(
+                    sql.Identifier(partition_name(day))))
+                dropped.append(day)
+        await conn.execute("DELETE FROM runs_default WHERE slot_at < %s", (_midnight(cutoff),))
+    if dropped:
+        log.info("retention dropped runs partitions %s", [str(d) for d in dropped])
+    return dropped
+
+
+async def apply_retention(conn: psycopg.AsyncConnection[tuple[object, ...]], now: datetime,
+                          retention_days: int) -> list[date]:
+    today = now.astimezone(UTC).date()
+    dropped = await drop_old_partitions(conn, today, retention_days)
+    await ensure_partitions(conn, today, back_days=min(retention_days, 3))
+    return dropped
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -1,0 +1,147 @@
+"""The archiver copies every job and run transition into PostgreSQL, idempotently."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from rsched.archiver import Archiver
+from rsched.clock import FakeClock
+from rsched.models import Every, Immediate, JobDef, RetryPolicy
+from rsched.settings import ArchiverSettings
+from rsched.tasks import TaskRegistry
+from tests.support import system
+
+
+@pytest.fixture
+async def make_archiver(archive_dsn: str, clock: FakeClock) -> AsyncIterator[Any]:
+    made: list[Archiver] = []
+
+    def make(engine: Any, consumer: str = "a1", **cfg: Any) -> Archiver:
+        base = ArchiverSettings(dsn=archive_dsn, batch=5000, flush_s=0.0, claim_idle_s=3600)
+        made.append(Archiver(engine, msgspec.structs.replace(base, **cfg), clock, consumer))
+        return made[-1]
+
+    yield make
+    for a in made:
+        await a.close()
+
+
+async def drain(a: Archiver) -> int:
+    total = 0
+    while True:
+        report = await a.tick(block_ms=None, flush=True)
+        total += report.events
+        if report.events == 0:
+            return total
+
+
+def outcomes_registry() -> TaskRegistry:
+    reg = TaskRegistry()
+
+    @reg.task(name="mixed")
+    async def mixed(kind: str) -> str:
+        if kind == "fail":
+            raise RuntimeError("always")
+        return kind
+
+    return reg
+
+
+async def test_ten_thousand_runs_match_redis_exactly(make_engine: Any, clock: FakeClock,
+                                                     make_archiver: Any, db: Any) -> None:
+    engine = await make_engine(shards=4)
+    reg = outcomes_registry()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock, batch=2000)
+    w = system.worker(engine, clock, reg, concurrency=500, batch=500, run_ttl_s=3600)
+    await w.start()
+    rng = random.Random(7)
+    kinds = [rng.choice(["ok", "ok", "ok", "fail"]) for _ in range(10_000)]
+    jobs = [await c.schedule(JobDef(task="mixed", kwargs={"kind": k}, schedule=Immediate(),
+                                    retry=RetryPolicy(max_attempts=2, backoff_s=1, jitter=0)))
+            for k in kinds]
+    await system.fire_until_idle(s)
+    idle_rounds = 0
+    while idle_rounds < 2:  # first attempts, then retries after their backoff
+        started = (await w.tick(block_ms=None)).started
+        await w.drain()
+        if not started:
+            clock.advance(1000)
+            idle_rounds = 0 if await system.fire_until_idle(s) else idle_rounds + 1
+    a = make_archiver(engine)
+    await a.start()
+    assert await drain(a) > 0
+    redis_status = {r.id: r.status.value for j in jobs for r in await engine.job_runs(j)}
+    rows = await (await db.execute("SELECT run_id, status, attempt FROM runs")).fetchall()
+    assert len(rows) == 10_000
+    assert {r[0]: r[1] for r in rows} == redis_status
+    counts = {st: list(redis_status.values()).count(st) for st in set(redis_status.values())}
+    assert set(counts) == {"succeeded", "dead"}
+    assert counts["dead"] == kinds.count("fail")
+    assert await engine.events_lag_ms(clock.ms) == 0
+
+
+async def test_replayed_events_never_duplicate_or_regress_rows(make_engine: Any,
+                                                               clock: FakeClock,
+                                                               make_archiver: Any,
+                                                               db: Any) -> None:
+    engine = await make_engine(shards=2)
+    reg = outcomes_registry()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"},
+                                  schedule=Every(every_ms=1000)))
+    for _ in range(5):
+        await system.fire_until_idle(s)
+        await w.tick(block_ms=None)
+        await w.drain()
+        clock.advance(1000)
+    a = make_archiver(engine)
+    await a.start()
+    events = await engine.read_events("a1", 1000, None)
+    from rsched.archiver import Batch
+
+    whole = Batch()
+    for e in events:
+        whole.add(e)
+    await a.write(whole)
+    # replay every event again, one per batch and in reverse order: nothing changes
+    for e in reversed(events):
+        single = Batch()
+        single.add(e)
+        await a.write(single)
+    rows = await (await db.execute(
+        "SELECT run_id, status, attempt, enqueued_at IS NOT NULL, started_at IS NOT NULL,"
+        " finished_at IS NOT NULL, worker FROM runs ORDER BY seq")).fetchall()
+    assert [r[0] for r in rows] == [f"{job}:{n}" for n in range(1, 6)]
+    assert all(r[1:6] == ("succeeded", 1, True, True, True) and r[6] == w.id for r in rows)
+    versions = await (await db.execute("SELECT job_id, version FROM job_versions")).fetchall()
+    assert versions == [(job, 1)]
+    [(state, task)] = await (await db.execute("SELECT state, task FROM jobs")).fetchall()
+    assert (state, task) == ("active", "mixed")
+
+
+async def test_job_versions_and_states_are_kept(make_engine: Any, clock: FakeClock,
+                                               make_archiver: Any, db: Any) -> None:
+    engine = await make_engine(shards=2)
+    reg = outcomes_registry()
+    c = system.client(engine, clock, reg)
+    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"},
+                                  schedule=Every(every_ms=60_000)))
+    await c.update(job, JobDef(task="mixed", kwargs={"kind": "ok"},
+                               schedule=Every(every_ms=1000)))
+    await c.pause(job)
+    a = make_archiver(engine)
+    await a.start()
+    await drain(a)
+    versions = await (await db.execute(
+        "SELECT version FROM job_versions WHERE job_id = %s ORDER BY version", (job,)
+    )).fetchall()
+    assert versions == [(1,), (2,)]
+    [(state, version)] = await (await db.execute("SELECT state, version FROM jobs")).fetchall()
+    assert (state, version) == ("paused", 2)
