@@ -119,7 +119,7 @@ class Batch:
                                   int(f.get("max", b"3")), nxt if nxt >= 0 else None, state,
                                   t, ev[0], ev[1]))
         else:
-            self.states.append((state, ev[0], ev[1], t, job_id))
+            self.states.append((state, ev[0], ev[1], job_id))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -167,7 +167,7 @@ VALUES (%(j)s, %(v)s, %(tn)s, %(q)s, %(task)s, %(spec)s, %(sched)s, to_timestamp
 ON CONFLICT DO NOTHING
 """
 UPDATE_STATE = """
-UPDATE jobs SET state = %s, ev_ms = %s, ev_seq = %s, updated_at = to_timestamp(%s / 1000.0)
+UPDATE jobs SET state = %s, ev_ms = %s, ev_seq = %s
 WHERE job_id = %s AND (ev_ms, ev_seq) < (%s, %s)
 """
 _VERSION_KEYS = ("j", "v", "tn", "q", "task", "spec", "sched", "ov", "max", "next", "st", "t",
@@ -270,7 +270,7 @@ class Archiver:
             if batch.states:
                 async with conn.cursor() as cur:
                     await cur.executemany(UPDATE_STATE, [
-                        (st, ms, seq, t, j, ms, seq) for st, ms, seq, t, j in batch.states])
+                        (st, ms, seq, j, ms, seq) for st, ms, seq, j in batch.states])
 
     @staticmethod
     async def _create_stage(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlparse
 
 import msgspec
+import psycopg
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from rsched import log, runner
+from rsched import history, log, pg, runner
 from rsched.client import Client
-from rsched.devservers import RedisServer, reachable
+from rsched.clock import RedisClock
+from rsched.devservers import PostgresServer, RedisServer, reachable
 from rsched.errors import RschedError
-from rsched.models import Cron, Every, Schedule
+from rsched.models import Cron, Every, RunStatus, Schedule
+from rsched.rebuild import rebuild as rebuild_from
 from rsched.settings import Settings
 
 app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True)
@@ -53,6 +57,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except RschedError as exc:
         _fail(str(exc), 1)
+    except psycopg.Error as exc:
+        _fail(f"PostgreSQL: {str(exc).strip()} (has `rsched migrate` run?)", 4)
     except (RedisConnectionError, OSError) as exc:
         _fail(f"cannot reach Redis: {exc}", 3)
 
@@ -104,29 +110,48 @@ def worker(redis_url: RedisUrl = None, queues: str | None = None,
 
 @app.command()
 def dev(redis_url: RedisUrl = None, log_level: str = "INFO") -> None:
-    """Everything in one process for a first try: Redis (reachable or private),
-    a scheduler, a worker and an example job that prints every second."""
-    examples = {"worker.modules": ["rsched.examples"]}
-    s = _settings(redis_url, **examples)
+    """Everything in one process for a first try: Redis and PostgreSQL (reachable, or
+    private ones started from the installed binaries), a scheduler, a worker, an archiver
+    and an example job that prints every second."""
+    over: dict[str, Any] = {"worker.modules": ["rsched.examples"]}
+    s = _settings(redis_url, **over)
+    over["redis.url"] = s.redis.url
     log.configure(log_level)
-    private: RedisServer | None = None
+    servers: list[RedisServer | PostgresServer] = []
     url = urlparse(s.redis.url)
     if url.scheme == "redis" and not reachable(url.hostname or "127.0.0.1", url.port or 6379):
-        private = RedisServer().start()
-        typer.echo(f"started a private redis-server at {private.url}")
-        s = _settings(private.url, **examples)
+        redis_server = RedisServer().start()
+        servers.append(redis_server)
+        over["redis.url"] = redis_server.url
+        typer.echo(f"started a private redis-server at {over['redis.url']}")
+    db = urlparse(s.archiver.dsn)
+    if not reachable(db.hostname or "127.0.0.1", db.port or 5432):
+        try:
+            pg_server = PostgresServer()
+            servers.append(pg_server)
+            pg_server.init().start()
+            over["archiver.dsn"] = pg_server.dsn
+            typer.echo(f"started a private PostgreSQL at {over['archiver.dsn']}")
+        except (RschedError, OSError, subprocess.CalledProcessError) as exc:
+            typer.echo(f"no PostgreSQL ({exc}); running without the archive", err=True)
+            over["archiver.dsn"] = ""
+    s = _settings(None, **over)
 
     async def go() -> None:
         await runner.seed_example(s)
-        sched = await runner.build_scheduler(s)
-        work = await runner.build_worker(s)
-        await runner.run_until_signal([sched, work], 2.0)
+        roles: list[Any] = [await runner.build_scheduler(s), await runner.build_worker(s)]
+        if s.archiver.dsn:
+            try:
+                roles.append(await runner.build_archiver(s))
+            except RschedError as exc:
+                typer.echo(f"archive unavailable ({exc}); running without it", err=True)
+        await runner.run_until_signal(roles, 2.0)
 
     try:
         _run(go())
     finally:
-        if private is not None:
-            private.cleanup()
+        for server in servers:
+            server.cleanup()
 
 
 # -- jobs ------------------------------------------------------------------------------
@@ -137,7 +162,8 @@ def _print(obj: Any) -> None:
 @jobs_app.command("list")
 def jobs_list(redis_url: RedisUrl = None, limit: int = 50, after: str = "") -> None:
     """List job ids (pass the last one as --after for the next page)."""
-    for job_id in _with_client(_settings(redis_url), lambda c: c.list_jobs(after=after, limit=limit)):
+    ids = _with_client(_settings(redis_url), lambda c: c.list_jobs(after=after, limit=limit))
+    for job_id in ids:
         typer.echo(job_id)
 
 
@@ -179,6 +205,95 @@ def jobs_preview(cron: str | None = None, tz: str = "UTC", every_s: float | None
         _fail("give exactly one of --cron or --every-s (> 0)")
     for ms in _with_client(_settings(redis_url), lambda c: c.preview(sched, count)):
         typer.echo(_iso(ms))
+
+
+# -- archive ---------------------------------------------------------------------------
+Dsn = Annotated[str | None, typer.Option("--dsn", envvar="RSCHED_ARCHIVER__DSN",
+                                         help="PostgreSQL DSN of the archive")]
+DbConn = psycopg.AsyncConnection[Any]
+
+
+def _with_db(settings: Settings, fn: Callable[[DbConn], Awaitable[T]]) -> T:
+    async def go() -> T:
+        conn = await pg.connect(settings.archiver.dsn)
+        try:
+            result = await fn(conn)
+            await conn.commit()
+            return result
+        finally:
+            await conn.close()
+
+    return _run(go())
+
+
+@app.command()
+def migrate(dsn: Dsn = None) -> None:
+    """Apply pending archive migrations (idempotent) and create runs partitions."""
+    s = _settings(None, **{"archiver.dsn": dsn})
+
+    async def go(conn: DbConn) -> list[str]:
+        applied = await pg.migrate(conn)
+        await pg.apply_retention(conn, datetime.now(UTC), s.archiver.retention_days)
+        return applied
+
+    applied = _with_db(s, go)
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "archive schema up to date")
+
+
+@app.command()
+def retention(dsn: Dsn = None, days: int | None = None) -> None:
+    """Drop runs partitions older than the retention window; create future ones."""
+    if days is not None and days < 1:
+        _fail("--days must be >= 1")
+    s = _settings(None, **{"archiver.dsn": dsn, "archiver.retention_days": days})
+    dropped = _with_db(s, lambda c: pg.apply_retention(c, datetime.now(UTC),
+                                                       s.archiver.retention_days))
+    typer.echo(f"dropped partitions: {', '.join(map(str, dropped)) or 'none'}")
+
+
+@app.command()
+def archiver(redis_url: RedisUrl = None, dsn: Dsn = None, log_level: str = "INFO") -> None:
+    """Run an archiver (copies the events streams into PostgreSQL)."""
+    s = _settings(redis_url, **{"archiver.dsn": dsn})
+    log.configure(log_level)
+
+    async def go() -> None:
+        await runner.run_until_signal([await runner.build_archiver(s)], 5.0)
+
+    _run(go())
+
+
+@app.command()
+def rebuild(redis_url: RedisUrl = None, dsn: Dsn = None) -> None:
+    """Recreate jobs and unfinished runs in Redis from the archive (after Redis lost data)."""
+    s = _settings(redis_url, **{"archiver.dsn": dsn})
+
+    async def go(conn: DbConn) -> Any:
+        engine = await runner.engine_for(s)
+        try:
+            return await rebuild_from(engine, conn, await RedisClock(engine.redis).now_ms())
+        finally:
+            await engine.redis.aclose()
+
+    report = _with_db(s, go)
+    typer.echo(f"restored {report.jobs_restored} job(s), {report.jobs_present} already in"
+               f" Redis, re-queued {report.runs_requeued} unfinished run(s)")
+
+
+@jobs_app.command("history")
+def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
+                 status: RunStatus | None = None, limit: int = 20,
+                 cursor: str | None = None) -> None:
+    """A job's archived runs (newest first, --cursor for older pages) and its stats."""
+    s = _settings(redis_url, **{"archiver.dsn": dsn})
+
+    async def go(conn: DbConn) -> Any:
+        page = await history.job_runs(conn, job_id, status=status, cursor=cursor, limit=limit)
+        return {"runs": page.runs, "next_cursor": page.cursor,
+                "stats": await history.stats(conn, job_id),
+                "versions": await history.versions(conn, job_id)}
+
+    _print(_with_db(s, go))
 
 
 @app.command()

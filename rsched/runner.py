@@ -14,8 +14,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
+from rsched import pg
+from rsched.archiver import Archiver
 from rsched.client import Client, connect_redis
 from rsched.clock import RedisClock
 from rsched.engine import Engine
@@ -47,8 +50,9 @@ async def build_worker(settings: Settings) -> Worker:
     return Worker(engine, settings.worker, RedisClock(engine.redis), registry)
 
 
-async def run_until_signal(components: list[Any], grace_s: float,
-                           extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
+async def run_until_signal(
+        components: list[Any], grace_s: float,
+        extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
     """Run components' run() until SIGTERM/SIGINT, then stop them gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -98,3 +102,15 @@ async def seed_example(settings: Settings) -> None:
         log.info("example job 'hello-every-second' already scheduled")
     finally:
         await client.close()
+
+
+async def build_archiver(settings: Settings) -> Archiver:
+    """Migrate the archive database, then an Archiver on it (raises ArchiveError if down)."""
+    conn = await pg.connect(settings.archiver.dsn)
+    try:
+        await pg.migrate(conn)
+        await pg.apply_retention(conn, datetime.now(UTC), settings.archiver.retention_days)
+    finally:
+        await conn.close()
+    engine = await engine_for(settings)
+    return Archiver(engine, settings.archiver, RedisClock(engine.redis))

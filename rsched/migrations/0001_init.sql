@@ -13,7 +13,7 @@ CREATE TABLE jobs (
     max_attempts integer NOT NULL DEFAULT 3,
     next_ms     bigint,                   -- first fire of the current version
     created_at  timestamptz NOT NULL,
-    updated_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,     -- when the current version was written
     ev_ms       bigint NOT NULL,          -- newest applied event id (ms, seq): rows only move forward
     ev_seq      bigint NOT NULL
 );

@@ -1,0 +1,119 @@
+"""FLUSHALL on Redis, then `rsched rebuild` from the archive."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from rsched.archiver import Archiver
+from rsched.clock import FakeClock, RedisClock
+from rsched.devservers import RedisServer
+from rsched.engine import Engine
+from rsched.models import At, Every, Immediate, JobDef, JobState, RetryPolicy, RunStatus
+from rsched.settings import ArchiverSettings, RedisSettings
+from rsched.tasks import TaskRegistry
+from tests.support import system
+
+SHARDS = 4
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[tuple[str, Any]]:
+    server = RedisServer().start()  # FLUSHALL must not touch the shared test server
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        yield server.url, client
+    finally:
+        await client.aclose()
+        server.cleanup()
+
+
+def registry() -> TaskRegistry:
+    reg = TaskRegistry()
+
+    @reg.task(name="ok")
+    async def ok() -> None:
+        return None
+
+    @reg.task(name="fail")
+    async def fail() -> None:
+        raise RuntimeError("not yet")
+
+    return reg
+
+
+async def test_flushall_then_rebuild_restores_every_job_without_refiring(
+        own_redis: tuple[str, Any], archive_dsn: str, prefix: str) -> None:
+    url, redis = own_redis
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
+    await engine.start()
+    clock = FakeClock(await RedisClock(redis).now_ms() - 180_005)  # 3 minute-slots ago
+    reg = registry()
+    c, s, w = system.client(engine, clock, reg), system.scheduler(engine, clock), \
+        system.worker(engine, clock, reg)
+    await w.start()
+    every = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
+    paused = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
+    cancelled = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
+    once = await c.schedule(JobDef(task="ok", schedule=Immediate()))
+    later = await c.schedule(JobDef(task="ok", schedule=At(at_ms=clock.ms + 3_600_000)))
+    retrying = await c.schedule(JobDef(task="fail", retry=RetryPolicy(max_attempts=3,
+                                                                      backoff_s=600)))
+    for _ in range(3):
+        await system.fire_until_idle(s)
+        await w.tick(block_ms=None)
+        await w.drain()
+        clock.advance(60_000)
+    await c.pause(paused)
+    await c.cancel(cancelled)
+    before = {j: await c.get(j) for j in (every, paused, cancelled, once, later)}
+    assert before[every].runs == 3
+
+    archiver = Archiver(engine, ArchiverSettings(dsn=archive_dsn, flush_s=0), clock, "a1")
+    await archiver.start()
+    while (await archiver.tick(block_ms=None, flush=True)).events:
+        pass
+    await archiver.close()
+
+    await redis.flushall()
+    env = {**os.environ, "RSCHED_REDIS__URL": url, "RSCHED_REDIS__PREFIX": prefix,
+           "RSCHED_REDIS__SHARDS": str(SHARDS), "RSCHED_ARCHIVER__DSN": archive_dsn,
+           "RSCHED_REDIS__FAST_CLIENT": "false"}
+    out = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()",
+                          "rebuild"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "restored 6 job(s)" in out.stdout and "re-queued 1 unfinished run(s)" in out.stdout
+
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
+    await engine.start()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    after_every = await c.get(every)
+    assert after_every.next_ms == before[every].next_ms, "continues after the last fired slot"
+    assert after_every.runs == 3
+    assert (await c.get(paused)).state is JobState.PAUSED
+    assert (await c.get(cancelled)).state is JobState.CANCELLED
+    assert (await c.get(once)).state is JobState.DONE
+    assert (await c.get(later)).next_ms == before[later].next_ms
+    assert sorted(await c.list_jobs()) == sorted([every, paused, later])
+
+    clock.ms = await RedisClock(redis).now_ms()  # slot 4 and the re-queued retry are due
+    fired = await system.fire_until_idle(s)
+    await w.tick(block_ms=None)
+    await w.drain()
+    runs = await c.runs(every)
+    assert [r.id for r in runs] == [f"{every}:4"], "next run number, next slot"
+    assert runs[0].slot_ms == before[every].next_ms
+    [retry_run] = await c.runs(retrying)
+    assert retry_run.id == f"{retrying}:1" and retry_run.attempt == 2
+    assert retry_run.status is RunStatus.RETRYING  # failed again, attempt 2 of 3
+    assert fired == 2  # the every-job's next slot and the re-queued retry; nothing else
+    assert msgspec.to_builtins(await c.runs(paused)) == []
