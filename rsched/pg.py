@@ -42,7 +42,9 @@ def migrations() -> list[Migration]:
 
 async def connect(dsn: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
     try:
-        return await psycopg.AsyncConnection.connect(dsn, connect_timeout=5)
+        # autocommit: writers group statements with conn.transaction() (a real BEGIN/COMMIT);
+        # an implicit transaction left open would turn those into savepoints never committed
+        return await psycopg.AsyncConnection.connect(dsn, connect_timeout=5, autocommit=True)
     except psycopg.OperationalError as exc:
         raise ArchiveError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
 

@@ -8,9 +8,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 
+from rsched import pg
 from rsched.clock import FakeClock
 from rsched.devservers import PostgresServer, RedisServer
 from rsched.engine import Engine
@@ -47,8 +49,8 @@ def prefix() -> str:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Any]:
-    client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=64))
+    client = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=64))  # from_pool: aclose() closes the pool too
     try:
         yield client
     finally:
@@ -94,3 +96,25 @@ async def make_any_engine(request: pytest.FixtureRequest, redis_url: str,
     yield make
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+async def archive_dsn(pg_dsn: str) -> AsyncIterator[str]:
+    name = f"a{uuid.uuid4().hex[:12]}"
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as admin:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+    conn = await pg.connect(dsn)
+    await pg.migrate(conn)
+    await conn.commit()
+    await conn.close()
+    yield dsn
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as admin:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(archive_dsn: str) -> AsyncIterator[Any]:
+    conn = await psycopg.AsyncConnection.connect(archive_dsn, autocommit=True)
+    yield conn
+    await conn.close()
