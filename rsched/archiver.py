@@ -31,7 +31,7 @@ from rsched.errors import ArchiveError, SerializationError
 from rsched.settings import ArchiverSettings
 
 log = logging.getLogger(__name__)
-Event = tuple[int, str, dict[str, bytes]]  # (shard, entry id, fields)
+Event = tuple[int, str, dict[bytes, bytes]]  # (shard, entry id, fields)
 _PG_DOWN = (psycopg.OperationalError, ArchiveError)
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
@@ -40,8 +40,8 @@ RUN_COLS = ("run_id", "job_id", "seq", "tenant", "queue", "status", "attempt", "
             "manual", "enq_ms", "start_ms", "end_ms", "worker", "error", "result", "ev_ms",
             "ev_seq")
 # Fields that keep their first value once set, and those the newest event overrides.
-_RUN_FIELDS = {"tn": "tenant", "q": "queue", "enq": "enq_ms", "start": "start_ms",
-               "end": "end_ms", "w": "worker", "err": "error", "res": "result"}
+_RUN_FIELDS = {b"tn": "tenant", b"q": "queue", b"enq": "enq_ms", b"start": "start_ms",
+               b"end": "end_ms", b"w": "worker", b"err": "error", b"res": "result"}
 _INT_FIELDS = {"enq_ms", "start_ms", "end_ms"}
 
 
@@ -56,13 +56,13 @@ class RunRow:
     ev: tuple[int, int] = (0, 0)
     cols: dict[str, Any] = field(default_factory=dict)
 
-    def apply(self, ev: tuple[int, int], f: dict[str, bytes]) -> None:
+    def apply(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
         newer = ev > self.ev
         if newer:
             self.ev = ev
-            self.status = f["st"].decode()
-            self.attempt = int(f.get("att", b"1"))
-        if f.get("why") == b"run_now":
+            self.status = f[b"st"].decode()
+            self.attempt = int(f.get(b"att", b"1"))
+        if f.get(b"why") == b"run_now":
             self.manual = True
         for key, col in _RUN_FIELDS.items():
             raw = f.get(key)
@@ -93,30 +93,31 @@ class Batch:
         self.ids.append((shard, eid))
         ms, _, seq = eid.partition("-")
         ev = (int(ms), int(seq))
-        kind = f.get("k")
-        if kind == b"run" and f.get("slot"):  # every run event names its slot
+        kind = f.get(b"k")
+        if kind == b"run" and f.get(b"slot"):  # every run event names its slot
             self._run(ev, f)
         elif kind == b"job":
             self._job(ev, f)
 
-    def _run(self, ev: tuple[int, int], f: dict[str, bytes]) -> None:
-        run_id = f["r"].decode()
+    def _run(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
+        run_id = f[b"r"].decode()
         row = self.runs.get(run_id)
         if row is None:
-            row = self.runs[run_id] = RunRow(run_id, f["j"].decode(), int(float(f["slot"])))
+            row = self.runs[run_id] = RunRow(run_id, f[b"j"].decode(), int(float(f[b"slot"])))
         row.apply(ev, f)
 
-    def _job(self, ev: tuple[int, int], f: dict[str, bytes]) -> None:
-        job_id, state, t = f["j"].decode(), f["st"].decode(), int(f["t"])
-        if "spec" in f:
+    def _job(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
+        job_id, state, t = f[b"j"].decode(), f[b"st"].decode(), int(f[b"t"])
+        if b"spec" in f:
             try:
-                task = codec.decode_spec(f["spec"]).task
+                task = codec.decode_spec(f[b"spec"]).task
             except SerializationError:
                 task = "?"
-            nxt = int(f["next"])
-            self.versions.append((job_id, int(f["ver"]), f["tn"].decode(), f["q"].decode(), task,
-                                  f["spec"], f["sched"], f.get("ov", b"allow").decode(),
-                                  int(f.get("max", b"3")), nxt if nxt >= 0 else None, state,
+            nxt = int(f[b"next"])
+            self.versions.append((job_id, int(f[b"ver"]), f[b"tn"].decode(), f[b"q"].decode(),
+                                  task, f[b"spec"], f[b"sched"],
+                                  f.get(b"ov", b"allow").decode(),
+                                  int(f.get(b"max", b"3")), nxt if nxt >= 0 else None, state,
                                   t, ev[0], ev[1]))
         else:
             self.states.append((state, ev[0], ev[1], job_id))

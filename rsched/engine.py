@@ -470,14 +470,14 @@ class Engine:
                     raise
 
     async def read_events(self, consumer: str, count: int, block_ms: int | None,
-                          pending: bool = False) -> list[tuple[int, str, dict[str, bytes]]]:
-        """Events of every shard as (shard, entry id, fields); ``pending`` re-reads this
+                          pending: bool = False) -> list[tuple[int, str, dict[bytes, bytes]]]:
+        """Events of every shard as (shard, entry id, raw fields); ``pending`` re-reads this
         consumer's unacked ones (after a crash) instead of new ones."""
         streams = {k.events: ("0" if pending else ">") for k in self.k}
         reply = await self.redis.xreadgroup(ARCHIVER_GROUP, consumer, streams, count=count,
                                             block=block_ms)
         shard_of_stream = {k.events: k.shard for k in self.k}
-        return [(shard_of_stream[_s(stream)], _s(eid), {_s(a): b for a, b in f.items()})
+        return [(shard_of_stream[_s(stream)], _s(eid), f)
                 for stream, entries in reply or [] for eid, f in entries]
 
     async def ack_events(self, ids: Sequence[tuple[int, str]]) -> None:
@@ -494,13 +494,13 @@ class Engine:
         return sum([await self._trim_acked(k.events) for k in self.k])
 
     async def claim_events(self, consumer: str, min_idle_ms: int,
-                           count: int) -> list[tuple[int, str, dict[str, bytes]]]:
+                           count: int) -> list[tuple[int, str, dict[bytes, bytes]]]:
         """Take over events a dead archiver read but never acked."""
-        out: list[tuple[int, str, dict[str, bytes]]] = []
+        out: list[tuple[int, str, dict[bytes, bytes]]] = []
         for k in self.k:
             reply = await self.redis.xautoclaim(k.events, ARCHIVER_GROUP, consumer, min_idle_ms,
                                                 "0-0", count=count)
-            out += [(k.shard, _s(eid), {_s(a): b for a, b in f.items()})
+            out += [(k.shard, _s(eid), f)
                     for eid, f in reply[1] if f]
         return out
 
