@@ -145,3 +145,45 @@ async def test_job_versions_and_states_are_kept(make_engine: Any, clock: FakeClo
     assert versions == [(1,), (2,)]
     [(state, version)] = await (await db.execute("SELECT state, version FROM jobs")).fetchall()
     assert (state, version) == ("paused", 2)
+
+
+async def test_recent_runs_overlay_live_redis_state_and_cli_history(
+        make_engine: Any, clock: FakeClock, make_archiver: Any, archive_dsn: str, db: Any,
+        redis_url: str, prefix: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from rsched import history
+
+    engine = await make_engine(shards=2)
+    reg = outcomes_registry()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"},
+                                  schedule=Every(every_ms=1000)))
+    for _ in range(3):
+        await system.fire_until_idle(s)
+        await w.tick(block_ms=None)
+        await w.drain()
+        clock.advance(1000)
+    a = make_archiver(engine)
+    await a.start()
+    await drain(a)
+    await system.fire_until_idle(s)  # run 4 is queued in Redis, not archived yet
+    await engine.redis.delete(engine.keys_for(job).run(f"{job}:1"))  # run 1 expired in Redis
+    runs = await history.recent_runs(engine, db, job, limit=10)
+    assert [(r.id, r.status.value) for r in runs] == [
+        (f"{job}:4", "queued"), (f"{job}:3", "succeeded"), (f"{job}:2", "succeeded"),
+        (f"{job}:1", "succeeded")]
+    env = {**os.environ, "RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix,
+           "RSCHED_REDIS__SHARDS": "2", "RSCHED_ARCHIVER__DSN": archive_dsn}
+    out = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()", "jobs",
+                          "history", job, "--limit", "2"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    doc = msgspec.json.decode(out.stdout)
+    assert [r["id"] for r in doc["runs"]] == [f"{job}:3", f"{job}:2"]
+    assert doc["next_cursor"] and doc["stats"]["succeeded"] == 3
+    assert [v["version"] for v in doc["versions"]] == [1]
