@@ -182,6 +182,15 @@ async def preload(client: Client, n: int) -> dict[str, Any]:
             "events_stream_bytes_per_job": round(events / n)}
 
 
+def command_costs(stats: dict[str, Any], jobs: int) -> dict[str, dict[str, float]]:
+    """Redis calls and CPU µs per job by command (commands inside scripts included),
+    from INFO commandstats reset when the measured phase began; costliest first."""
+    out = {name.removeprefix("cmdstat_"): {"calls": round(v["calls"] / max(1, jobs), 2),
+                                           "usec": round(v["usec"] / max(1, jobs), 2)}
+           for name, v in stats.items()}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec"]))
+
+
 def machine() -> dict[str, Any]:
     model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
                   if ln.startswith("model name")), platform.processor())
@@ -200,7 +209,7 @@ def plan_for(a: argparse.Namespace, now: int) -> Plan:
     if a.scenario == "recurring":
         return plan_recurring(a.jobs, a.every_ms, a.duration_s, now + int(a.lead_s * 1000),
                               a.same_phase)
-    lead = a.lead_s if a.lead_s is not None else 1.5 + a.jobs / 20_000
+    lead = a.lead_s if a.lead_s is not None else 2 + a.jobs / 8_000
     return plan_oneshot(a.jobs, a.rate if a.scenario == "spread" else None,
                         now + int(lead * 1000))
 
@@ -225,8 +234,10 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
         create_s = await create(client, plan.jobs, a.single_create)
         late = await engine_now(engine) > plan.first_ms
         cpu0, redis0 = roles.cpu(), cpu_s(redis_pid)
+        await engine.redis.config_resetstat()
         finished = await wait_done(engine, plan, floor_due, a.timeout_s, roles)
         cpu1, redis1 = roles.cpu(), cpu_s(redis_pid)
+        stats = await engine.redis.info("commandstats")
         roles.stop()
         facts = await read_events(engine.redis, engine.k, since)
     finally:
@@ -237,9 +248,16 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
     done = counts["completed"]
     window_s = max(0.001, (last_end - first) / 1000)
 
+    def used(role: str, i: int) -> float:
+        if role == "redis":
+            return redis1[i] - redis0[i]
+        return sum(cpu1[n][i] - cpu0[n][i] for n in cpu0 if n.startswith(role) and n in cpu1)
+
     def per_job(role: str) -> float:
-        used = sum(cpu1.get(n, 0.0) - cpu0.get(n, 0.0) for n in cpu0 if n.startswith(role))
-        return round(used / max(1, done) * 1e6, 1)
+        return round((used(role, 0) + used(role, 1)) / max(1, done) * 1e6, 1)
+
+    def sys_share(role: str) -> float:
+        return round(used(role, 1) / max(1e-9, used(role, 0) + used(role, 1)), 2)
 
     return {
         "scenario": a.scenario, "label": a.label, "finished": finished,
@@ -257,8 +275,12 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
         "throughput_per_s": round(done / window_s),
         "window_s": round(window_s, 3),
         "cpu_us_per_job": {"workers": per_job("worker"), "schedulers": per_job("scheduler"),
-                           "redis": round((redis1 - redis0) / max(1, done) * 1e6, 1)},
+                           "redis": per_job("redis")},
+        "cpu_system_share": {r: sys_share(r) for r in ("worker", "scheduler", "redis")},
+        "cpu_cores_busy": {r: round((used(r, 0) + used(r, 1)) / window_s, 2)
+                           for r in ("worker", "scheduler", "redis")},
         "events_read": facts.events,
+        "redis_commands_per_job": command_costs(stats, done),
     }
 
 
@@ -313,7 +335,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-save", action="store_true")
     a = ap.parse_args(argv)
     if a.scenario == "recurring" and a.lead_s is None:
-        a.lead_s = 1.5 + a.jobs / 20_000
+        a.lead_s = 2 + a.jobs / 8_000
     return a
 
 

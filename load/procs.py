@@ -19,11 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
+def cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads) so far."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) * _TICK_S
+    return int(rest[11]) * _TICK_S, int(rest[12]) * _TICK_S
 
 
 def settings_env(settings: dict[str, Any]) -> dict[str, str]:
@@ -61,7 +61,7 @@ class Roles:
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
 
-    def cpu(self) -> dict[str, float]:
+    def cpu(self) -> dict[str, tuple[float, float]]:
         return {n: cpu_s(p.pid) for n, p in self.procs.items() if p.poll() is None}
 
     def stop(self, timeout_s: float = 15.0) -> None:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from rsched.clock import Clock, RedisClock
 from rsched.engine import Engine
 from rsched.errors import DuplicateJob, JobNotFound, ValidationError
+from rsched.fastredis import FastRedis
 from rsched.keys import JOB_ID, validate_queue
 from rsched.models import DeadLetter, Job, JobDef, Run, Schedule
 from rsched.settings import Settings
@@ -25,10 +26,16 @@ from rsched.timing import first_fire, preview, validate_schedule
 
 def connect_redis(settings: Settings) -> Any:
     r = settings.redis
-    return aioredis.Redis.from_url(r.url, max_connections=r.max_connections,
-                                   socket_timeout=r.socket_timeout_s,
-                                   socket_connect_timeout=r.connect_timeout_s,
-                                   health_check_interval=30)
+    # A blocking pool makes a burst of concurrent calls (e.g. many failing runs) wait for
+    # a connection instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        r.url, max_connections=r.max_connections, timeout=r.socket_timeout_s,
+        socket_timeout=r.socket_timeout_s, socket_connect_timeout=r.connect_timeout_s,
+        health_check_interval=30)
+    redis = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+    if r.fast_client and FastRedis.usable(redis):
+        return FastRedis(redis)  # hot-path commands without redis-py's per-call layers
+    return redis
 
 
 class Client:

@@ -6,11 +6,14 @@ Must not: compute fire times, run tasks or sleep; callers pass ``now_ms``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched import codec
 from rsched.errors import ConfigError, ValidationError, raise_for_code
@@ -251,30 +254,64 @@ class Engine:
         return out[:limit]
 
     # -- scheduler ----------------------------------------------------------------------
-    async def peek_due(self, shard: int, now_ms: int, limit: int) -> tuple[int | None,
-                                                                            list[DueItem]]:
+    def _peek_args(self, shard: int, now_ms: int, limit: int
+                   ) -> tuple[dict[str, str], dict[str, Any]]:
         k = self.k[shard]
-        res = await self._call("peek_due", {"due": k.due},
-                               {"now_ms": now_ms, "limit": limit, "job_prefix": k.job_prefix})
+        return {"due": k.due}, {"now_ms": now_ms, "limit": limit, "job_prefix": k.job_prefix}
+
+    @staticmethod
+    def _parse_peek(res: list[Any]) -> tuple[int | None, list[DueItem]]:
         head = int(float(res[0]))
         items = [DueItem(_s(res[i]), _s(res[i + 1]), res[i + 2])
                  for i in range(1, len(res), 3)]
         return (None if head < 0 else head), items
 
-    async def fire_due(self, shard: int, now_ms: int, owner: str, fires: Sequence[Fire]) -> int:
+    async def peek_due(self, shard: int, now_ms: int, limit: int) -> tuple[int | None,
+                                                                            list[DueItem]]:
+        return self._parse_peek(await self._call("peek_due",
+                                                 *self._peek_args(shard, now_ms, limit)))
+
+    def _fire_args(self, shard: int, now_ms: int, owner: str, fires: Sequence[Fire]
+                   ) -> tuple[dict[str, str], dict[str, Any]]:
         k = self.k[shard]
         flat: list[Any] = []
         for f in fires:
             flat += [f.member, f.read_score, -1 if f.next_ms is None else f.next_ms,
                      1 if f.fire else 0, f.skipped]
-        res = await self._call("fire_due", {"due": k.due, "events": k.events,
-                                            "lease": k.lease, "jobs": k.jobs}, {
+        return {"due": k.due, "events": k.events, "lease": k.lease, "jobs": k.jobs}, {
             "now_ms": now_ms, "job_prefix": k.job_prefix, "run_prefix": k.run_prefix,
             "queue_prefix": k.queue_prefix, "owner": owner, "maxlen": self.maxlen,
             "done_ttl_ms": self.done_ttl_ms,
-            "items": flat})
+            "items": flat}
+
+    async def fire_due(self, shard: int, now_ms: int, owner: str, fires: Sequence[Fire]) -> int:
+        res = await self._call("fire_due", *self._fire_args(shard, now_ms, owner, fires))
         raise_for_code(int(res), script="fire_due")
         return int(res)
+
+    async def fire_and_peek(self, now_ms: int, owner: str, fires: dict[int, Sequence[Fire]],
+                            peek: Sequence[int], limit: int
+                            ) -> tuple[dict[int, int], dict[int, tuple[int | None,
+                                                                      list[DueItem]]]]:
+        """fire_due for several shards, then peek_due for several (possibly the same)
+        shards, in one pipelined round trip; each script stays one atomic step, and a peek
+        queued after a fire of its shard sees that fire's result. Returns the fire codes
+        by shard (runs enqueued, or -3 when another scheduler holds the lease) and the
+        peeks by shard."""
+        fired = list(fires)
+
+        def build(pipe: Any) -> None:
+            for shard in fired:
+                self.scripts.queue(pipe, "fire_due",
+                                   *self._fire_args(shard, now_ms, owner, fires[shard]))
+            for shard in peek:
+                self.scripts.queue(pipe, "peek_due", *self._peek_args(shard, now_ms, limit))
+
+        replies = await self.scripts.execute(self.redis, build)
+        codes = {shard: int(r) for shard, r in zip(fired, replies, strict=False)}
+        peeks = {shard: self._parse_peek(r)
+                 for shard, r in zip(peek, replies[len(fired):], strict=True)}
+        return codes, peeks
 
     async def take_lease(self, shard: int, owner: str, ttl_ms: int) -> int:
         k = self.k[shard]
@@ -347,15 +384,33 @@ class Engine:
                                     int(f[b"a"]), int(float(f[b"s"])), f[b"p"]))
         return out
 
-    async def start_runs(self, shard: int, now_ms: int, worker: str,
-                         runs: Sequence[Delivery]) -> list[int]:
+    def _start_args(self, shard: int, now_ms: int, worker: str, runs: Sequence[Delivery]
+                    ) -> tuple[dict[str, str], dict[str, Any]]:
         k = self.k[shard]
         flat: list[Any] = []
         for d in runs:
             flat += [d.run_id, d.attempt, d.entry_id]
-        return list(await self._call("start_runs", {"events": k.events}, {
+        return {"events": k.events}, {
             "now_ms": now_ms, "run_prefix": k.run_prefix, "queue_prefix": k.queue_prefix,
-            "group": WORKER_GROUP, "worker": worker, "maxlen": self.maxlen, "items": flat}))
+            "group": WORKER_GROUP, "worker": worker, "maxlen": self.maxlen, "items": flat}
+
+    async def start_runs(self, shard: int, now_ms: int, worker: str,
+                         runs: Sequence[Delivery]) -> list[int]:
+        return list(await self._call("start_runs",
+                                     *self._start_args(shard, now_ms, worker, runs)))
+
+    async def start_runs_many(self, now_ms: int, worker: str,
+                              by_shard: dict[int, list[Delivery]]) -> dict[int, list[int]]:
+        """start_runs for several shards in one pipelined round trip; codes by shard."""
+        order = [s for s, runs in by_shard.items() if runs]
+
+        def build(pipe: Any) -> None:
+            for s in order:
+                self.scripts.queue(pipe, "start_runs",
+                                   *self._start_args(s, now_ms, worker, by_shard[s]))
+
+        replies = await self.scripts.execute(self.redis, build)
+        return {s: list(r) for s, r in zip(order, replies, strict=True)}
 
     def _complete_args(self, shard: int, now_ms: int, ttl_ms: int,
                        outcomes: Sequence[Outcome]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -389,6 +444,12 @@ class Engine:
             "group": WORKER_GROUP, "ttl_ms": ttl_ms, "maxlen": self.maxlen, "run_id": run_id,
             "attempt": attempt, "error": error[:2000],
             "retry_at_ms": -1 if retry_at_ms is None else retry_at_ms, "final": final.value})
+        if int(res) == 1 and retry_at_ms is not None:
+            # Schedulers peek only shards whose head is due between full scans: tell them
+            # about the retry's slot. Best effort; the outcome is already recorded and the
+            # next full scan (scheduler.max_sleep_s) finds the retry anyway.
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                await self.redis.publish(self.g.wake_channel, f"{shard} {retry_at_ms}")
         return int(res)
 
     async def reclaim_runs(self, shard: int, queue: str, now_ms: int, consumer: str,

@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rsched import codec
 from rsched.clock import Clock
 from rsched.engine import DueItem, Engine, Fire
-from rsched.errors import LeaseLost, SerializationError
+from rsched.errors import SerializationError
 from rsched.models import Trigger
 from rsched.settings import SchedulerSettings
 from rsched.timing import FireDecision, decide
@@ -57,39 +59,66 @@ class Scheduler:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._sleep_until: int | None = None
+        # Earliest known due score per owned shard (None: nothing due later). Between
+        # full scans (every max_sleep_s) only shards whose head is due, unknown, or was
+        # moved earlier by a wake signal are peeked.
+        self._heads: dict[int, int | None] = {}
+        self._woken: dict[int, int] = {}  # shard -> earliest score signalled since a tick
 
     # -- one iteration ------------------------------------------------------------------
-    async def tick(self) -> TickReport:
+    async def tick(self, full: bool = True) -> TickReport:
+        """Fire everything due now on the owned shards. ``full=False`` (the run loop
+        between full scans) peeks only the shards whose known head is due or unknown."""
         now = await self.clock.now_ms()
         if not self.static and now - self._leases_at >= self._lease_ms // 3:
             await self._balance_leases(now)
             self._leases_at = now
-        fired, nxt = 0, None
-        for shard in sorted(self.owned):
-            try:
-                n, head = await self._drain(shard, now)
-            except LeaseLost:
-                log.warning("lost lease on shard %d", shard)
-                self.owned.discard(shard)
-                continue
-            fired += n
-            nxt = head if nxt is None or (head is not None and head < nxt) else nxt
-        return TickReport(now, fired, len(self.owned), nxt)
+        if full:
+            self._heads.clear()
+        self._merge_wakes()
+        shards = sorted(s for s in self.owned if _due(self._heads.get(s, now), now))
+        fired = await self._drain(shards, now)
+        self._merge_wakes()  # signals that came while draining
+        heads = [h for s, h in self._heads.items() if h is not None and s in self.owned]
+        return TickReport(now, fired, len(self.owned), min(heads, default=None))
 
-    async def _drain(self, shard: int, now: int) -> tuple[int, int | None]:
+    def _merge_wakes(self) -> None:
+        for shard in set(self._heads) - self.owned:
+            del self._heads[shard]
+        for shard, score in self._woken.items():
+            head = self._heads.get(shard, score)
+            if shard in self._heads and (head is None or score < head):
+                self._heads[shard] = score
+        self._woken.clear()
+
+    async def _drain(self, shards: list[int], now: int) -> int:
+        """Peek the shards, fire what is due, and peek again the shards that filled a
+        batch: each round is one pipelined round trip (the fires, then the next peeks)."""
         owner = "" if self.static else self.owner
-        fired, nxt = 0, None
         memo: dict[tuple[bytes, str], FireDecision] = {}
-        while True:
-            head, items = await self.engine.peek_due(shard, now, self.cfg.batch)
-            fires = [self._plan(i, now, memo) for i in items]
-            if fires:
-                fired += await self.engine.fire_due(shard, now, owner, fires)
-            for cand in [head, *(f.next_ms for f in fires)]:
-                if cand is not None and (nxt is None or cand < nxt):
-                    nxt = cand
-            if len(items) < self.cfg.batch:
-                return fired, nxt
+        fired = 0
+        fires: dict[int, Sequence[Fire]] = {}
+        while shards or fires:
+            codes, peeks = await self.engine.fire_and_peek(now, owner, fires, shards,
+                                                           self.cfg.batch)
+            for shard, code in codes.items():
+                if code == -3:
+                    log.warning("lost lease on shard %d", shard)
+                    self.owned.discard(shard)
+                    self._heads.pop(shard, None)
+                    peeks.pop(shard, None)
+                else:
+                    fired += code
+            fires, shards = {}, []
+            for shard, (head, items) in peeks.items():
+                planned = [self._plan(i, now, memo) for i in items]
+                nexts = [n for n in (head, *(f.next_ms for f in planned)) if n is not None]
+                self._heads[shard] = min(nexts, default=None)
+                if planned:
+                    fires[shard] = planned
+                if len(items) >= self.cfg.batch:
+                    shards.append(shard)  # more may be due: peek again after this fire
+        return fired
 
     def _plan(self, item: DueItem, now: int,
               memo: dict[tuple[bytes, str], FireDecision]) -> Fire:
@@ -150,10 +179,14 @@ class Scheduler:
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen_wake())
         backoff = 0.05
+        full_at = 0.0  # monotonic time of the next full scan (only paces the scans)
         try:
             while not self._stopping.is_set():
                 try:
-                    report = await self.tick()
+                    full = time.monotonic() >= full_at
+                    if full:
+                        full_at = time.monotonic() + self.cfg.max_sleep_s
+                    report = await self.tick(full)
                     backoff = 0.05
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     log.warning("redis unavailable (%s); retrying in %.2fs", exc, backoff)
@@ -187,8 +220,10 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 async for shard, score in self.engine.wake_signals():
-                    if shard in self.owned and (self._sleep_until is None
-                                                or score < self._sleep_until):
+                    if shard not in self.owned:
+                        continue
+                    self._woken[shard] = min(score, self._woken.get(shard, score))
+                    if self._sleep_until is None or score < self._sleep_until:
                         self._wake.set()
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 await asyncio.sleep(0.5)
@@ -203,3 +238,7 @@ class Scheduler:
                     break
             await self.engine.forget_scheduler(self.owner)
         self.owned.clear()
+
+
+def _due(head: int | None, now: int) -> bool:
+    return head is not None and head <= now

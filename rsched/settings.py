@@ -25,6 +25,7 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     socket_timeout_s: float = 30.0  # a stalled Redis surfaces as an error, not a hang
     connect_timeout_s: float = 5.0
     done_job_ttl_s: float = 86400.0  # a finished or cancelled job's hash expires after this
+    fast_client: bool = True  # hot-path commands over rsched.fastredis (hiredis), not redis-py
 
 
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ a worker that lost its run to a reclaim cannot overwrite the newer attempt's res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -64,6 +65,7 @@ class Worker:
         self.inflight: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
         self._done: dict[int, list[Outcome]] = {}
         self._flush_now = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever an in-flight run ends
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
         self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix=TASK_THREADS)
@@ -98,9 +100,8 @@ class Worker:
         for d in runs:
             by_shard.setdefault(d.shard, []).append(d)
         started = 0
-        for shard, ds in by_shard.items():
-            codes = await self.engine.start_runs(shard, now, self.id, ds)
-            for d, code in zip(ds, codes, strict=True):
+        for shard, codes in (await self.engine.start_runs_many(now, self.id, by_shard)).items():
+            for d, code in zip(by_shard[shard], codes, strict=True):
                 if code == 0:
                     self._spawn(d)
                     started += 1
@@ -157,6 +158,7 @@ class Worker:
         finally:
             self.inflight.pop(d.run_id, None)
             self._cancelled.discard(d.run_id)
+            self._room.set()
 
     async def _call(self, spec: JobSpec) -> Any:
         task = self.registry.get(spec.task)
@@ -170,7 +172,8 @@ class Worker:
                                         functools.partial(task.fn, *spec.args, **spec.kwargs))
         if spec.timeout_s is None:
             return await coro
-        return await asyncio.wait_for(coro, spec.timeout_s)
+        async with asyncio.timeout(spec.timeout_s):  # no extra task per run, unlike wait_for
+            return await coro
 
     def _record(self, d: Delivery, status: RunStatus, result: str) -> None:
         self._done.setdefault(d.shard, []).append(Outcome(d.run_id, d.attempt, status, result))
@@ -209,10 +212,11 @@ class Worker:
         try:
             now = await self.clock.now_ms()
             codes = await self.engine.complete_runs(now, self._ttl_ms, batch)
-        except _REDIS_DOWN:
+        except (*_REDIS_DOWN, asyncio.CancelledError):
             # Keep the outcomes for the next flush rather than letting the runs be reclaimed
             # and executed again: completion is fenced by attempt, so resending a batch that
-            # did land before the connection broke only acks it again (code -2).
+            # did land before the connection broke (or the flusher was cancelled at
+            # shutdown) only acks it again (code -2).
             for shard, outs in batch.items():
                 self._done[shard] = outs + self._done.get(shard, [])
             raise
@@ -280,9 +284,19 @@ class Worker:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 if report.inflight >= self.cfg.concurrency:
-                    await asyncio.sleep(0.001)
+                    await self._wait_for_room()
         finally:
             await self._shutdown(helpers)
+
+    async def _wait_for_room(self) -> None:
+        """At full concurrency, wait until a run ends (instead of polling), but never
+        longer than a maintenance step may wait (in-flight leases must be extended)."""
+        self._room.clear()
+        if len(self.inflight) < self.cfg.concurrency:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(0.1, self.cfg.lease_s / 6)):
+                await self._room.wait()
 
     async def _flusher(self) -> None:
         while True:
@@ -320,14 +334,17 @@ class Worker:
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        # Stop the flusher before the final flush: cancelled mid-flush it puts its batch
+        # back, so the final flush records every outcome (before, a flush in flight when
+        # the helpers were cancelled could be lost, leaving a finished run to be re-run).
+        for h in helpers:
+            h.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         try:
             await self.flush()
             await self.engine.forget_worker(self.id)
         except _REDIS_DOWN as exc:
             log.warning("shutdown without final flush (%s); runs will be reclaimed", exc)
-        for h in helpers:
-            h.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _wait_extending(self, tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
