@@ -52,6 +52,23 @@ def outcomes_registry() -> TaskRegistry:
     return reg
 
 
+async def every_second_job_ran(engine: Any, clock: FakeClock,
+                               slots: int) -> tuple[str, Any, str]:
+    """An every-second job whose first ``slots`` runs succeeded: (job, scheduler, worker)."""
+    reg = outcomes_registry()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"},
+                                  schedule=Every(every_ms=1000)))
+    for _ in range(slots):
+        await system.fire_until_idle(s)
+        await w.tick(block_ms=None)
+        await w.drain()
+        clock.advance(1000)
+    return job, s, w.id
+
+
 async def test_ten_thousand_runs_match_redis_exactly(make_engine: Any, clock: FakeClock,
                                                      make_archiver: Any, db: Any) -> None:
     engine = await make_engine(shards=4)
@@ -90,17 +107,7 @@ async def test_replayed_events_never_duplicate_or_regress_rows(make_engine: Any,
                                                                make_archiver: Any,
                                                                db: Any) -> None:
     engine = await make_engine(shards=2)
-    reg = outcomes_registry()
-    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
-    w = system.worker(engine, clock, reg)
-    await w.start()
-    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"},
-                                  schedule=Every(every_ms=1000)))
-    for _ in range(5):
-        await system.fire_until_idle(s)
-        await w.tick(block_ms=None)
-        await w.drain()
-        clock.advance(1000)
+    job, s, worker_id = await every_second_job_ran(engine, clock, 5)
     a = make_archiver(engine)
     await a.start()
     events = await engine.read_events("a1", 1000, None)
@@ -119,7 +126,7 @@ async def test_replayed_events_never_duplicate_or_regress_rows(make_engine: Any,
         "SELECT run_id, status, attempt, enqueued_at IS NOT NULL, started_at IS NOT NULL,"
         " finished_at IS NOT NULL, worker FROM runs ORDER BY seq")).fetchall()
     assert [r[0] for r in rows] == [f"{job}:{n}" for n in range(1, 6)]
-    assert all(r[1:6] == ("succeeded", 1, True, True, True) and r[6] == w.id for r in rows)
+    assert all(r[1:6] == ("succeeded", 1, True, True, True) and r[6] == worker_id for r in rows)
     versions = await (await db.execute("SELECT job_id, version FROM job_versions")).fetchall()
     assert versions == [(job, 1)]
     [(state, task)] = await (await db.execute("SELECT state, task FROM jobs")).fetchall()
@@ -157,17 +164,7 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
     from rsched import history
 
     engine = await make_engine(shards=2)
-    reg = outcomes_registry()
-    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
-    w = system.worker(engine, clock, reg)
-    await w.start()
-    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"},
-                                  schedule=Every(every_ms=1000)))
-    for _ in range(3):
-        await system.fire_until_idle(s)
-        await w.tick(block_ms=None)
-        await w.drain()
-        clock.advance(1000)
+    job, s, worker_id = await every_second_job_ran(engine, clock, 3)
     a = make_archiver(engine)
     await a.start()
     await drain(a)
