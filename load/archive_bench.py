@@ -22,10 +22,11 @@ import redis.asyncio as aioredis
 
 from rsched import pg
 from rsched.archiver import Archiver
+from rsched.client import connect_redis
 from rsched.clock import RedisClock
 from rsched.devservers import PostgresServer, RedisServer
 from rsched.engine import Engine
-from rsched.settings import ArchiverSettings, RedisSettings
+from rsched.settings import ArchiverSettings, RedisSettings, Settings
 
 
 async def prefill(engine: Engine, runs: int) -> None:
@@ -50,8 +51,9 @@ def _drain(redis_url: str, dsn: str, batch: int, consumer: str) -> tuple[int, fl
     """One archiver process: drain the events streams; returns (events, CPU seconds)."""
 
     async def go() -> int:
-        redis = aioredis.Redis.from_url(redis_url)
-        engine = Engine(redis, RedisSettings(prefix="bench", shards=16))
+        settings = Settings(redis=RedisSettings(url=redis_url, prefix="bench", shards=16))
+        redis = connect_redis(settings)  # as `rsched archiver` connects (hiredis fast path)
+        engine = Engine(redis, settings.redis)
         archiver = Archiver(engine, ArchiverSettings(dsn=dsn, batch=batch, flush_s=0),
                             RedisClock(redis), consumer)
         events = 0
