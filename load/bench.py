@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from load.collect import judge, lags, read_events, span_ms
-from load.procs import REPO, Roles, cpu_s
+from load.procs import REPO, Roles, cpu_s, machine_cpu_s
 from rsched.client import Client
 from rsched.devservers import RedisServer
 from rsched.engine import Engine
@@ -191,6 +192,10 @@ def command_costs(stats: dict[str, Any], jobs: int) -> dict[str, dict[str, float
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec"]))
 
 
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
 def machine() -> dict[str, Any]:
     model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
                   if ln.startswith("model name")), platform.processor())
@@ -200,7 +205,7 @@ def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
                             capture_output=True, text=True).stdout.strip()
     pkgs = {p: metadata.version(p) for p in ("redis", "hiredis", "msgspec", "uvloop")}
-    return {"cpu": model, "cores": len(__import__("os").sched_getaffinity(0)),
+    return {"cpu": model, "cores": cores(),
             "mem_gib": round(mem / 2**20, 1), "python": platform.python_version(),
             "redis_server": redis_v, "commit": commit, **pkgs}
 
@@ -233,10 +238,10 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
         since = f"{now}-0"
         create_s = await create(client, plan.jobs, a.single_create)
         late = await engine_now(engine) > plan.first_ms
-        cpu0, redis0 = roles.cpu(), cpu_s(redis_pid)
+        cpu0, redis0, box0, me0 = roles.cpu(), cpu_s(redis_pid), machine_cpu_s(), cpu_s(os.getpid())
         await engine.redis.config_resetstat()
         finished = await wait_done(engine, plan, floor_due, a.timeout_s, roles)
-        cpu1, redis1 = roles.cpu(), cpu_s(redis_pid)
+        cpu1, redis1, box1, me1 = roles.cpu(), cpu_s(redis_pid), machine_cpu_s(), cpu_s(os.getpid())
         stats = await engine.redis.info("commandstats")
         roles.stop()
         facts = await read_events(engine.redis, engine.k, since)
@@ -279,6 +284,11 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
         "cpu_system_share": {r: sys_share(r) for r in ("worker", "scheduler", "redis")},
         "cpu_cores_busy": {r: round((used(r, 0) + used(r, 1)) / window_s, 2)
                            for r in ("worker", "scheduler", "redis")},
+        # CPU the rest of the machine used meanwhile (other people's work on a shared box):
+        # results with a large value here are not comparable.
+        "other_cores_busy": round(max(0.0, (box1[0] - box0[0]) - sum(
+            used(r, 0) + used(r, 1) for r in ("worker", "scheduler", "redis"))
+            - sum(me1) + sum(me0)) / max(0.001, (box1[1] - box0[1]) / cores()), 2),
         "events_read": facts.events,
         "redis_commands_per_job": command_costs(stats, done),
     }

@@ -26,6 +26,14 @@ def cpu_s(pid: int) -> tuple[float, float]:
     return int(rest[11]) * _TICK_S, int(rest[12]) * _TICK_S
 
 
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) * _TICK_S, sum(ticks) * _TICK_S
+
+
 def settings_env(settings: dict[str, Any]) -> dict[str, str]:
     """The environment of a role: ours minus RSCHED_*, plus the given dotted settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RSCHED_")}

@@ -13,7 +13,13 @@ local now, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3]
 local group, ttl, maxlen = ARGV[4], ARGV[5], ARGV[6]
 local ended = {succeeded = 1, failed = 1, dead = 1, cancelled = 1, timed_out = 1}
 
-local out = {}
+local out, acks = {}, {}  -- acks: queue -> entry ids, sent once per queue at the end
+local function ack(queue, entry)
+  local ids = acks[queue] or {}
+  ids[#ids + 1] = entry
+  acks[queue] = ids
+end
+
 for i = 7, #ARGV, 4 do
   local run_id, att, status, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local rkey = run_prefix .. run_id
@@ -25,16 +31,23 @@ for i = 7, #ARGV, 4 do
     code = -3
   elseif ended[r[1]] then
     code = -2
-    redis.call('XACK', queue_prefix .. r[3], group, r[5])
+    ack(r[3], r[5])
   elseif r[1] ~= 'running' then
     code = -3
   else
     redis.call('HSET', rkey, 'st', status, 'end', now, 'res', result)
     redis.call('PEXPIRE', rkey, ttl)
-    redis.call('XACK', queue_prefix .. r[3], group, r[5])
-    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
+    ack(r[3], r[5])
+    redis.call('XADD', events, '*', 't', now, 'k', 'run', 'r', run_id,
       'j', r[4], 'st', status, 'att', att, 'end', now, 'res', result, 'slot', r[6])
   end
   out[#out + 1] = code
 end
+-- Acked in the same atomic step that recorded the outcomes, so still never before them.
+for queue, ids in pairs(acks) do
+  for i = 1, #ids, 1000 do
+    redis.call('XACK', queue_prefix .. queue, group, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+end
+redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)
 return out

@@ -12,14 +12,24 @@
 -- ARGV[7] done_ttl_ms  int    a finished job's hash expires after this
 -- ARGV[8...] items     flat quintuples: member, read_score, next_ms (-1 none), fire (1/0), skipped
 -- Returns: number of runs enqueued; -3 when the lease is held by someone else
+-- Writes to the due and jobs indexes and the events trim are batched per call (Redis
+-- charges per command: docs/benchmarks.md); the script is atomic, so order is invisible.
 local due, events, lease, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, job_prefix, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local owner, maxlen, done_ttl = ARGV[5], ARGV[6], ARGV[7]
 
 if owner ~= '' and redis.call('GET', lease) ~= owner then return -3 end
 
+local rem, add, unlist = {}, {}, {}  -- due members to drop, {score, member} to set, jobs
+
 local function event(...)
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, ...)
+  redis.call('XADD', events, '*', 't', now, ...)
+end
+
+local function batch(cmd, key, args)  -- one command per 1000 arguments (unpack limit)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
 end
 
 local function enqueue(run_id, job_id, queue, tenant, att, max_att, slot, spec)
@@ -57,28 +67,29 @@ end
 local function fire_job(id, read, next_ms, fire, skipped)
   local jkey = job_prefix .. id
   local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att',
-    'overlap', 'cur')
-  if j[1] ~= 'active' then redis.call('ZREM', due, id) return 0 end
+    'overlap', 'cur', 'runs')
+  if j[1] ~= 'active' then rem[#rem + 1] = id return 0 end
   if fire == 1 and j[6] == 'forbid' and active_run(j[7]) then
     fire = 0
     event('k', 'skip', 'j', id, 'slot', read, 'why', 'overlap', 'n', 1)
   end
+  local set = {}
   if fire == 1 then
-    local run_id = id .. ':' .. redis.call('HINCRBY', jkey, 'runs', 1)
+    local n = tonumber(j[8] or 0) + 1
+    local run_id = id .. ':' .. n
     enqueue(run_id, id, j[2], j[3], 1, j[5], read, j[4])
-    redis.call('HSET', jkey, 'cur', run_id, 'last', read)
+    set = {'runs', n, 'cur', run_id, 'last', read}
   end
   if skipped > 0 then
     event('k', 'skip', 'j', id, 'slot', read, 'why', 'misfire', 'n', skipped)
   end
   if next_ms >= 0 then
-    redis.call('ZADD', due, next_ms, id)
-    redis.call('HSET', jkey, 'next', next_ms)
+    add[#add + 1], add[#add + 2] = next_ms, id
+    redis.call('HSET', jkey, 'next', next_ms, unpack(set))
   else
-    redis.call('ZREM', due, id)
-    redis.call('HSET', jkey, 'state', 'done', 'next', '')
+    rem[#rem + 1], unlist[#unlist + 1] = id, id
+    redis.call('HSET', jkey, 'state', 'done', 'next', '', unpack(set))
     redis.call('PEXPIRE', jkey, done_ttl)
-    redis.call('ZREM', jobs, id)
     event('k', 'job', 'j', id, 'st', 'done')
   end
   return fire
@@ -97,4 +108,8 @@ for i = 8, #ARGV, 5 do
     end
   end
 end
+batch('ZREM', due, rem)
+batch('ZADD', due, add)
+batch('ZREM', jobs, unlist)
+redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)
 return fired

@@ -32,9 +32,10 @@ for i = 7, #ARGV, 3 do
     if r[3] then redis.call('XACK', queue_prefix .. r[3], group, entry) end
   elseif code == 0 then
     redis.call('HSET', rkey, 'st', 'running', 'start', now, 'worker', worker)
-    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
+    redis.call('XADD', events, '*', 't', now, 'k', 'run', 'r', run_id,
       'j', r[4], 'st', 'running', 'att', att, 'start', now, 'w', worker, 'slot', r[5])
   end
   out[#out + 1] = code
 end
+redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)  -- once per call, not per event
 return out
