@@ -197,9 +197,11 @@ def cores() -> int:
 
 
 def machine() -> dict[str, Any]:
-    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo
                   if ln.startswith("model name")), platform.processor())
-    mem = next(int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.startswith("MemTotal"))
+    mem = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+               if ln.startswith("MemTotal"))
     redis_v = subprocess.run(["redis-server", "--version"], capture_output=True,
                              text=True).stdout.split()[2].removeprefix("v=")
     commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],

@@ -7,10 +7,13 @@ logging and calls asyncio.run(...). Must not: hold scheduling or execution logic
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlparse
 
@@ -300,6 +303,19 @@ def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
 def dead(redis_url: RedisUrl = None, limit: int = 20) -> None:
     """List dead-lettered runs, newest first."""
     _print(_with_client(_settings(redis_url), lambda c: c.dead_letters(limit)))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []})
+def bench(ctx: typer.Context) -> None:
+    """Engine benchmark (load/bench.py, from a source checkout); every option is passed
+    on: `rsched bench --scenario burst --jobs 100000`, `rsched bench --help`."""
+    root = str(Path(__file__).resolve().parents[1])
+    if not Path(root, "load", "bench.py").exists():
+        _fail("rsched bench runs load/bench.py from a source checkout of rsched")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    importlib.import_module("load.bench").main(list(ctx.args))
 
 
 def main() -> None:
