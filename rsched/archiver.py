@@ -1,185 +1,55 @@
 """The archiver role: copies the events streams into PostgreSQL, idempotently.
 
-Owns: reading events through the `archivers` consumer group, folding them into run and
-job rows, batched writes (COPY into a staging table, then one upsert), acking only after
-commit, trimming acked events, taking over a dead archiver's unacked events, retention.
-Must not: change job or run state in Redis, or format keys.
+Owns: reading events through the `archivers` consumer group, when to commit a batch (by
+size and age), acking only after commit, trimming acked events, taking over a dead
+archiver's unacked events, backing off while PostgreSQL or Redis is down, reporting the
+archive lag, and running retention. Must not: change job or run state in Redis, format
+keys, or know the SQL of rows (archive_batch.py folds events and writes them).
 
-Rows only move forward: each carries the id (ms, seq) of the newest event applied, and an
-older event never overwrites a newer one's fields, so replays and redeliveries are no-ops.
+At least once into PostgreSQL, exactly once in effect: an event is acked only after the
+transaction holding it committed, and rows only move forward (archive_batch.py), so a
+batch replayed after a crash between commit and ack changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rsched import codec, pg
+from rsched import pg
+from rsched.archive_batch import Batch, Conn, Event, write_batch, write_isolating
 from rsched.clock import Clock
 from rsched.engine import Engine
-from rsched.errors import ArchiveError, SerializationError
+from rsched.errors import ArchiveError
 from rsched.settings import ArchiverSettings
 
 log = logging.getLogger(__name__)
-Event = tuple[int, str, dict[bytes, bytes]]  # (shard, entry id, fields)
 _PG_DOWN = (psycopg.OperationalError, ArchiveError)
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
-
-# Run columns staged by COPY (times as epoch ms; converted in SQL).
-RUN_COLS = ("run_id", "job_id", "seq", "tenant", "queue", "status", "attempt", "slot_ms",
-            "manual", "enq_ms", "start_ms", "end_ms", "worker", "error", "result", "ev_ms",
-            "ev_seq")
-# Fields that keep their first value once set, and those the newest event overrides.
-_RUN_FIELDS = {b"tn": "tenant", b"q": "queue", b"enq": "enq_ms", b"start": "start_ms",
-               b"end": "end_ms", b"w": "worker", b"err": "error", b"res": "result"}
-_INT_FIELDS = {"enq_ms", "start_ms", "end_ms"}
-
-
-@dataclass
-class RunRow:
-    run_id: str
-    job_id: str
-    slot_ms: int
-    status: str = "queued"
-    attempt: int = 1
-    manual: bool = False
-    ev: tuple[int, int] = (0, 0)
-    cols: dict[str, Any] = field(default_factory=dict)
-
-    def apply(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
-        newer = ev > self.ev
-        if newer:
-            self.ev = ev
-            self.status = f[b"st"].decode()
-            self.attempt = int(f.get(b"att", b"1"))
-        if f.get(b"why") == b"run_now":
-            self.manual = True
-        for key, col in _RUN_FIELDS.items():
-            raw = f.get(key)
-            if raw is None or raw == b"":
-                continue
-            value: Any = int(float(raw)) if col in _INT_FIELDS else raw.decode()
-            if newer or col not in self.cols:
-                self.cols[col] = value
-
-    def copy_row(self) -> tuple[Any, ...]:
-        c = self.cols
-        return (self.run_id, self.job_id, int(self.run_id.rsplit(":", 1)[1]), c.get("tenant"),
-                c.get("queue"), self.status, self.attempt, self.slot_ms, self.manual,
-                c.get("enq_ms"), c.get("start_ms"), c.get("end_ms"), c.get("worker"),
-                c.get("error"), (c.get("result") or None), self.ev[0], self.ev[1])
-
-
-@dataclass
-class Batch:
-    ids: list[tuple[int, str]] = field(default_factory=list)
-    runs: dict[str, RunRow] = field(default_factory=dict)
-    versions: list[tuple[Any, ...]] = field(default_factory=list)
-    states: list[tuple[Any, ...]] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    def add(self, event: Event) -> None:
-        shard, eid, f = event
-        self.ids.append((shard, eid))
-        ms, _, seq = eid.partition("-")
-        ev = (int(ms), int(seq))
-        kind = f.get(b"k")
-        if kind == b"run" and f.get(b"slot"):  # every run event names its slot
-            self._run(ev, f)
-        elif kind == b"job":
-            self._job(ev, f)
-
-    def _run(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
-        run_id = f[b"r"].decode()
-        row = self.runs.get(run_id)
-        if row is None:
-            row = self.runs[run_id] = RunRow(run_id, f[b"j"].decode(), int(float(f[b"slot"])))
-        row.apply(ev, f)
-
-    def _job(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
-        job_id, state, t = f[b"j"].decode(), f[b"st"].decode(), int(f[b"t"])
-        if b"spec" in f:
-            try:
-                task = codec.decode_spec(f[b"spec"]).task
-            except SerializationError:
-                task = "?"
-            nxt = int(f[b"next"])
-            self.versions.append((job_id, int(f[b"ver"]), f[b"tn"].decode(), f[b"q"].decode(),
-                                  task, f[b"spec"], f[b"sched"],
-                                  f.get(b"ov", b"allow").decode(),
-                                  int(f.get(b"max", b"3")), nxt if nxt >= 0 else None, state,
-                                  t, ev[0], ev[1]))
-        else:
-            self.states.append((state, ev[0], ev[1], job_id))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-_UPSERT_RUNS = """
-INSERT INTO runs (run_id, job_id, seq, tenant, queue, status, attempt, slot_at, manual,
-                  enqueued_at, started_at, finished_at, worker, error, result, ev_ms, ev_seq)
-SELECT run_id, job_id, seq, tenant, queue, status, attempt, to_timestamp(slot_ms / 1000.0),
-       manual, to_timestamp(enq_ms / 1000.0), to_timestamp(start_ms / 1000.0),
-       to_timestamp(end_ms / 1000.0), worker, error, result, ev_ms, ev_seq
-FROM stage_runs
-ON CONFLICT (run_id, slot_at) DO UPDATE SET
-  status = CASE WHEN {newer} THEN EXCLUDED.status ELSE runs.status END,
-  attempt = CASE WHEN {newer} THEN EXCLUDED.attempt ELSE runs.attempt END,
-  manual = runs.manual OR EXCLUDED.manual,
-  {merged},
-  ev_ms = CASE WHEN {newer} THEN EXCLUDED.ev_ms ELSE runs.ev_ms END,
-  ev_seq = CASE WHEN {newer} THEN EXCLUDED.ev_seq ELSE runs.ev_seq END
-"""
-_NEWER = "(EXCLUDED.ev_ms, EXCLUDED.ev_seq) > (runs.ev_ms, runs.ev_seq)"
-_MERGED = ",\n  ".join(
-    f"{c} = CASE WHEN {_NEWER} THEN COALESCE(EXCLUDED.{c}, runs.{c})"
-    f" ELSE COALESCE(runs.{c}, EXCLUDED.{c}) END"
-    for c in ("tenant", "queue", "enqueued_at", "started_at", "finished_at", "worker", "error",
-              "result"))
-UPSERT_RUNS = _UPSERT_RUNS.format(newer=_NEWER, merged=_MERGED)
-
-UPSERT_JOB = """
-INSERT INTO jobs (job_id, version, tenant, queue, task, spec, trigger, overlap, max_attempts,
-                  next_ms, state, created_at, updated_at, ev_ms, ev_seq)
-VALUES (%(j)s, %(v)s, %(tn)s, %(q)s, %(task)s, %(spec)s, %(sched)s, %(ov)s, %(max)s, %(next)s,
-        %(st)s, to_timestamp(%(t)s / 1000.0), to_timestamp(%(t)s / 1000.0), %(ms)s, %(seq)s)
-ON CONFLICT (job_id) DO UPDATE SET
-  version = EXCLUDED.version, tenant = EXCLUDED.tenant, queue = EXCLUDED.queue,
-  task = EXCLUDED.task, spec = EXCLUDED.spec, trigger = EXCLUDED.trigger,
-  overlap = EXCLUDED.overlap, max_attempts = EXCLUDED.max_attempts, next_ms = EXCLUDED.next_ms,
-  state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, ev_ms = EXCLUDED.ev_ms,
-  ev_seq = EXCLUDED.ev_seq
-WHERE (EXCLUDED.ev_ms, EXCLUDED.ev_seq) > (jobs.ev_ms, jobs.ev_seq)
-"""
-INSERT_VERSION = """
-INSERT INTO job_versions (job_id, version, tenant, queue, task, spec, trigger, created_at)
-VALUES (%(j)s, %(v)s, %(tn)s, %(q)s, %(task)s, %(spec)s, %(sched)s, to_timestamp(%(t)s / 1000.0))
-ON CONFLICT DO NOTHING
-"""
-UPDATE_STATE = """
-UPDATE jobs SET state = %s, ev_ms = %s, ev_seq = %s
-WHERE job_id = %s AND (ev_ms, ev_seq) < (%s, %s)
-"""
-_VERSION_KEYS = ("j", "v", "tn", "q", "task", "spec", "sched", "ov", "max", "next", "st", "t",
-                 "ms", "seq")
 
 
 @dataclass(frozen=True)
 class ArchiveReport:
-    events: int
+    events: int  # events committed and acked
     runs: int
-    jobs: int
+    jobs: int  # job versions
+
+    def __add__(self, other: ArchiveReport) -> ArchiveReport:
+        return ArchiveReport(self.events + other.events, self.runs + other.runs,
+                             self.jobs + other.jobs)
+
+
+NOTHING = ArchiveReport(0, 0, 0)
 
 
 class Archiver:
@@ -189,41 +59,91 @@ class Archiver:
         self.cfg = cfg
         self.clock = clock
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self.conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.conn: Conn | None = None
         self.batch = Batch()
         self._recovering = True  # first re-read our own unacked events (after a crash)
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
+        self._next_trim = 0.0
         self._next_retention = 0.0
+        self._next_report = 0.0
         self._staged: object = None  # the connection whose session has the staging table
+        self._outage_since: float | None = None
+        self._grace_s = 10.0
+        # one batch commits in the background while the next is read (PostgreSQL and
+        # Python work overlap); a batch whose commit failed is retried first
+        self._inflight: asyncio.Task[ArchiveReport] | None = None
+        self._failed: Batch | None = None
 
     async def start(self) -> None:
         await self.engine.ensure_event_groups()
 
-    async def _db(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def _db(self) -> Conn:
         if self.conn is None or self.conn.closed:
             self.conn = await pg.connect(self.cfg.dsn)
         return self.conn
 
+    async def lag_ms(self) -> int:
+        """Archive lag: age of the oldest event not yet archived (0 when all are)."""
+        return await self.engine.events_lag_ms(await self.clock.now_ms())
+
     # -- one iteration ------------------------------------------------------------------
     async def tick(self, block_ms: int | None = None, flush: bool = False) -> ArchiveReport:
-        """Read one batch of events, and write what is buffered when the batch is full,
-        old enough, or ``flush`` is set. Raises on PostgreSQL errors (nothing acked)."""
+        """Read events into the batch; when it is full, old enough, or ``flush`` is set,
+        start committing it (in the background, while the next one is read; ``flush``
+        waits for every commit). Returns what got committed and acked meanwhile. Raises
+        on PostgreSQL errors: nothing of that batch is acked, the next tick retries it."""
+        report = await self._reap(wait=flush)
+        if self._failed is not None:
+            batch, self._failed = self._failed, None
+            report += await self._commit(batch)
+        urgent = False
         room = self.cfg.batch - len(self.batch)
         if room > 0:
-            for event in await self._read(room, block_ms):
+            # COUNT is per stream: split the room so a batch stays near cfg.batch events
+            per_stream = max(1, -(-room // self.engine.shards))
+            events, urgent = await self._read(per_stream, block_ms)
+            for event in events:
                 self.batch.add(event)
         full = len(self.batch) >= self.cfg.batch
         aged = time.monotonic() - self.batch.started >= self.cfg.flush_s
-        if self.batch.ids and (flush or full or aged):
-            return await self._flush()
-        return ArchiveReport(0, 0, 0)
+        if self.batch.events and (flush or full or aged or urgent):
+            report += await self._reap(wait=True)  # one commit at a time per connection
+            batch, self.batch = self.batch, Batch()
+            if flush or urgent:  # urgent: a re-read would return these unacked ones again
+                report += await self._commit(batch)
+            else:
+                self._inflight = asyncio.create_task(self._commit(batch))
+        return report
 
-    async def _read(self, count: int, block_ms: int | None) -> list[Event]:
+    async def _reap(self, wait: bool) -> ArchiveReport:
+        """The background commit's report once it is done (``wait``: wait for it)."""
+        task = self._inflight
+        if task is None or not (wait or task.done()):
+            return NOTHING
+        self._inflight = None
+        return await task
+
+    async def _commit(self, batch: Batch) -> ArchiveReport:
+        try:
+            await self.write(batch)
+            await self.engine.ack_events(batch.ids)
+        except BaseException:
+            self._failed = batch  # retried (written again: idempotent) before anything else
+            raise
+        return ArchiveReport(len(batch), len(batch.runs), len(batch.versions))
+
+    def held(self) -> int:
+        """Events read and not yet acked by this archiver."""
+        return len(self.batch) + len(self._failed or ())
+
+    async def _read(self, count: int, block_ms: int | None) -> tuple[list[Event], bool]:
+        """New events, or (urgent: committed at once, as a re-read would return them
+        again) this consumer's unacked ones after a restart, or a dead archiver's."""
         if self._recovering:
             events = await self.engine.read_events(self.consumer, count, None, pending=True)
             if events:
-                return events
+                return events, True
             self._recovering = False
         if time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self.cfg.claim_idle_s / 2
@@ -231,55 +151,31 @@ class Archiver:
                                                      int(self.cfg.claim_idle_s * 1000), count)
             if claimed:
                 log.info("took over %d unacked event(s) of a dead archiver", len(claimed))
-                return claimed
-        return await self.engine.read_events(self.consumer, count, block_ms)
-
-    async def _flush(self) -> ArchiveReport:
-        batch = self.batch
-        await self.write(batch)
-        await self.engine.ack_events(batch.ids)
-        self.batch = Batch()
-        return ArchiveReport(len(batch.ids), len(batch.runs), len(batch.versions))
+                return claimed, True
+        # a non-blocking read first: the bulk path when events wait (see Engine.read_events)
+        events = await self.engine.read_events(self.consumer, count, None)
+        if events or block_ms is None:
+            return events, False
+        if self.batch.events:  # wait no longer than until the batch is due
+            age_ms = (time.monotonic() - self.batch.started) * 1000
+            block_ms = min(block_ms, max(1, int(self.cfg.flush_s * 1000 - age_ms)))
+        return await self.engine.read_events(self.consumer, count, block_ms), False
 
     async def write(self, batch: Batch) -> None:
-        """One transaction: stage runs with COPY, upsert them, then job rows."""
+        """Commit a batch in one transaction (events the database rejects as data are set
+        aside in `rejected_events` so one bad event cannot stop the archive)."""
         conn = await self._db()
         try:
-            await self._write(conn, batch)
-        except BaseException:
+            if await write_batch(conn, batch, stage_ready=self._staged is conn):
+                self._staged = conn
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
             self._staged = None  # a rolled-back transaction takes the staging table with it
+            log.error("PostgreSQL rejected a batch of %d event(s) (%s); writing them one by"
+                      " one", len(batch), str(exc).strip())
+            await write_isolating(conn, batch)
+        except BaseException:
+            self._staged = None
             raise
-
-    async def _write(self, conn: psycopg.AsyncConnection[tuple[object, ...]],
-                     batch: Batch) -> None:
-        async with conn.transaction():
-            if batch.runs:
-                if self._staged is not conn:
-                    await self._create_stage(conn)
-                    self._staged = conn
-                async with conn.cursor() as cur:
-                    async with cur.copy(f"COPY stage_runs ({', '.join(RUN_COLS)})"
-                                        " FROM STDIN") as copy:
-                        for row in batch.runs.values():
-                            await copy.write_row(row.copy_row())
-                await conn.execute(UPSERT_RUNS)
-            if batch.versions:
-                params = [dict(zip(_VERSION_KEYS, v, strict=True)) for v in batch.versions]
-                async with conn.cursor() as cur:
-                    await cur.executemany(INSERT_VERSION, params)
-                    await cur.executemany(UPSERT_JOB, params)
-            if batch.states:
-                async with conn.cursor() as cur:
-                    await cur.executemany(UPDATE_STATE, [
-                        (st, ms, seq, j, ms, seq) for st, ms, seq, j in batch.states])
-
-    @staticmethod
-    async def _create_stage(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS stage_runs (run_id text, job_id text, seq bigint,"
-            " tenant text, queue text, status text, attempt int, slot_ms bigint, manual bool,"
-            " enq_ms bigint, start_ms bigint, end_ms bigint, worker text, error text,"
-            " result text, ev_ms bigint, ev_seq bigint) ON COMMIT DELETE ROWS")
 
     # -- loop ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -296,12 +192,13 @@ class Archiver:
             try:
                 report = await self.tick(block_ms)
                 if report.events:
-                    await self.engine.trim_events()
-                await self._maintain()
+                    self._recovered()
+                await self._maintain(report)
                 backoff = 0.5
             except _PG_DOWN as exc:
-                log.warning("PostgreSQL unavailable (%s); %d event(s) wait in Redis, retrying"
-                            " in %.1fs", str(exc).strip(), len(self.batch), backoff)
+                self._outage_since = self._outage_since or time.monotonic()
+                log.warning("PostgreSQL unavailable (%s); %d event(s) held, the rest wait in"
+                            " Redis; retrying in %.1fs", str(exc).strip(), self.held(), backoff)
                 await self.close()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -309,15 +206,32 @@ class Archiver:
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+            except psycopg.Error as exc:  # e.g. schema missing: an operator must act
+                log.error("archive write failed (%s; has `rsched migrate` run?); retrying in"
+                          " %.1fs", str(exc).strip(), backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
 
-    async def _maintain(self) -> None:
-        if time.monotonic() < self._next_retention:
-            return
-        self._next_retention = time.monotonic() + 3600
-        conn = await self._db()
-        await pg.apply_retention(conn, datetime.now(UTC), self.cfg.retention_days)
-        lag = await self.engine.events_lag_ms(await self.clock.now_ms())
-        log.info("archive lag %.1fs", lag / 1000)
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.info("PostgreSQL reachable again after %.1fs; catching up",
+                     time.monotonic() - self._outage_since)
+            self._outage_since = None
+
+    async def _maintain(self, report: ArchiveReport) -> None:
+        now = time.monotonic()
+        if report.events and now >= self._next_trim:
+            self._next_trim = now + 1.0  # trimming costs round trips per shard
+            await self.engine.trim_events()
+        if now >= self._next_report:
+            self._next_report = now + self.cfg.report_every_s
+            log.info("archive lag %.1fs (consumer %s)", await self.lag_ms() / 1000,
+                     self.consumer)
+        if now >= self._next_retention:
+            self._next_retention = now + self.cfg.retention_every_s
+            await self._reap(wait=True)  # the connection's transaction must be over
+            today = datetime.fromtimestamp(await self.clock.now_ms() / 1000, UTC)
+            await pg.apply_retention(await self._db(), today, self.cfg.retention_days)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -326,6 +240,11 @@ class Archiver:
             pass
 
     async def close(self) -> None:
+        if self._inflight is not None:  # its batch stays unacked: retried or re-read
+            self._inflight.cancel()
+            with contextlib.suppress(BaseException):
+                await self._inflight
+            self._inflight = None
         if self.conn is not None:
             try:
                 await self.conn.close()
@@ -334,14 +253,24 @@ class Archiver:
             self.conn = None
 
     async def stop(self, grace_s: float = 0.0) -> None:
-        """Stop after the current iteration; run() writes what it holds before returning."""
+        """Stop after the current iteration; run() commits what it holds before returning
+        (within ``grace_s``, at least 10 s); what it cannot stays pending in Redis."""
+        self._grace_s = max(grace_s, 10.0)
         self._stopping.set()
 
     async def _final_flush(self) -> None:
-        if self.batch.ids:
-            try:
-                await asyncio.wait_for(self._flush(), 10)
-            except (*_PG_DOWN, *_REDIS_DOWN, TimeoutError) as exc:
-                log.warning("stopping with %d unarchived event(s) left pending (%s)",
-                            len(self.batch), exc)
+        try:
+            await asyncio.wait_for(self._commit_all(), self._grace_s)
+        except (*_PG_DOWN, *_REDIS_DOWN, psycopg.Error, TimeoutError) as exc:
+            log.warning("stopping with %d unarchived event(s) left pending in Redis (%s)",
+                        self.held(), exc)
         await self.close()
+
+    async def _commit_all(self) -> None:
+        await self._reap(wait=True)
+        if self._failed is not None:
+            batch, self._failed = self._failed, None
+            await self._commit(batch)
+        if self.batch.events:
+            batch, self.batch = self.batch, Batch()
+            await self._commit(batch)

@@ -27,6 +27,17 @@ class JobVersion(msgspec.Struct, frozen=True, kw_only=True):
     queue: str
     tenant: str
     created_ms: int
+    state: str | None = None  # the job's state when this version was written
+
+
+class Skip(msgspec.Struct, frozen=True, kw_only=True):
+    """A slot the scheduler decided not to fire ("why didn't my job run?")."""
+
+    job_id: str
+    slot_ms: int
+    why: str  # overlap | misfire
+    missed: int  # slots skipped by this decision
+    at_ms: int
 
 
 class JobStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,10 +125,21 @@ async def run(conn: psycopg.AsyncConnection[Any], run_id: str) -> Run | None:
 
 async def versions(conn: psycopg.AsyncConnection[Any], job_id: str) -> list[JobVersion]:
     cur = await conn.execute(
-        "SELECT job_id, version, task, queue, tenant, created_at FROM job_versions"
+        "SELECT job_id, version, task, queue, tenant, created_at, state FROM job_versions"
         " WHERE job_id = %s ORDER BY version", (job_id,))
-    return [JobVersion(job_id=j, version=v, task=t, queue=q, tenant=tn, created_ms=_ms(c) or 0)
-            for j, v, t, q, tn, c in await cur.fetchall()]
+    return [JobVersion(job_id=j, version=v, task=t, queue=q, tenant=tn, created_ms=_ms(c) or 0,
+                       state=st)
+            for j, v, t, q, tn, c, st in await cur.fetchall()]
+
+
+async def skips(conn: psycopg.AsyncConnection[Any], job_id: str,
+                limit: int = 50) -> list[Skip]:
+    """The job's newest archived decisions not to fire a slot."""
+    cur = await conn.execute(
+        "SELECT job_id, slot_at, why, missed, at FROM skips WHERE job_id = %s"
+        " ORDER BY ev_ms DESC, ev_seq DESC LIMIT %s", (job_id, limit))
+    return [Skip(job_id=j, slot_ms=_ms(slot) or 0, why=why, missed=n, at_ms=_ms(at) or 0)
+            for j, slot, why, n, at in await cur.fetchall()]
 
 
 async def stats(conn: psycopg.AsyncConnection[Any], job_id: str) -> JobStats:

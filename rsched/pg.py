@@ -111,7 +111,8 @@ async def ensure_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]], t
 
 async def drop_old_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]], today: date,
                               retention_days: int) -> list[date]:
-    """Drop partitions wholly older than the retention window; trim the default one."""
+    """Drop partitions wholly older than the retention window; trim the default one and
+    the skip decisions."""
     cutoff = today - timedelta(days=retention_days)
     dropped = []
     async with conn.transaction():
@@ -121,6 +122,7 @@ async def drop_old_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]],
                     sql.Identifier(partition_name(day))))
                 dropped.append(day)
         await conn.execute("DELETE FROM runs_default WHERE slot_at < %s", (_midnight(cutoff),))
+        await conn.execute("DELETE FROM skips WHERE at < %s", (_midnight(cutoff),))
     if dropped:
         log.info("retention dropped runs partitions %s", [str(d) for d in dropped])
     return dropped

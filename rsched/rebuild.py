@@ -30,8 +30,10 @@ SELECT j.job_id, j.state, j.version, j.spec, j.trigger, j.queue, j.tenant, j.max
        (SELECT max(r.seq) FROM runs r WHERE r.job_id = j.job_id),
        (SELECT (extract(epoch FROM max(r.slot_at)) * 1000)::bigint FROM runs r
          WHERE r.job_id = j.job_id AND NOT r.manual AND r.enqueued_at >= j.updated_at)
-FROM jobs j ORDER BY j.job_id
+FROM jobs j WHERE j.spec IS NOT NULL ORDER BY j.job_id
 """
+# Rows a state event started whose definition never reached the archive: not restorable.
+STUBS = "SELECT job_id FROM jobs WHERE spec IS NULL ORDER BY job_id"
 UNFINISHED = """
 SELECT r.run_id, r.queue, r.tenant, r.status, r.attempt, j.max_attempts,
        (extract(epoch FROM r.slot_at) * 1000)::bigint
@@ -56,6 +58,9 @@ async def rebuild(engine: Engine, conn: psycopg.AsyncConnection[Any],
             restored += 1
         else:
             present += 1
+    cur = await conn.execute(STUBS)
+    for (job_id,) in await cur.fetchall():
+        log.warning("rebuild: job %s has no archived definition; not restored", job_id)
     cur = await conn.execute(UNFINISHED)
     for run_id, queue, tenant, status, attempt, max_att, slot_ms in await cur.fetchall():
         # a running attempt may have had effects: the re-run counts as the next attempt

@@ -57,6 +57,8 @@ class ArchiverSettings(msgspec.Struct, frozen=True, kw_only=True):
     flush_s: float = 0.5  # commit at least this often when events wait
     retention_days: int = 30  # runs partitions older than this are dropped
     claim_idle_s: float = 30.0  # events unacked this long by a dead archiver are taken over
+    report_every_s: float = 60.0  # how often the archive lag is logged
+    retention_every_s: float = 3600.0  # how often old partitions go and new ones are made
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):

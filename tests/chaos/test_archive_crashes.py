@@ -96,10 +96,11 @@ async def test_crash_between_commit_and_ack_is_replayed_idempotently(
         make_engine: Any, clock: FakeClock, archive_dsn: str) -> None:
     engine = await make_engine()
     jobs = await run_jobs(engine, clock, 300)
-    cfg = ArchiverSettings(dsn=archive_dsn, batch=10_000, flush_s=0, claim_idle_s=0.001)
+    cfg = ArchiverSettings(dsn=archive_dsn, batch=10_000, flush_s=60, claim_idle_s=0.001)
     crashed = Archiver(engine, cfg, clock, consumer="crashed")
     await crashed.start()
-    await crashed.tick(block_ms=None)  # reads every event into its batch
+    await crashed.tick(block_ms=None)  # reads every event into its batch (not due yet)
+    assert len(crashed.batch) > 0
     await crashed.write(crashed.batch)  # commits ... and dies before acking
     await crashed.close()
     successor = Archiver(engine, cfg, clock, consumer="successor")

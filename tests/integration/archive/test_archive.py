@@ -111,7 +111,7 @@ async def test_replayed_events_never_duplicate_or_regress_rows(make_engine: Any,
     a = make_archiver(engine)
     await a.start()
     events = await engine.read_events("a1", 1000, None)
-    from rsched.archiver import Batch
+    from rsched.archive_batch import Batch
 
     whole = Batch()
     for e in events:

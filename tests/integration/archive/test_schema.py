@@ -22,7 +22,7 @@ async def test_migrations_run_twice_are_a_no_op(archive_dsn: str, db: Any) -> No
     finally:
         await conn.close()
     rows = await (await db.execute("SELECT version, name FROM rsched_migrations")).fetchall()
-    assert rows == [(1, "init")]
+    assert rows == [(1, "init"), (2, "skips")]
 
 
 async def test_retention_drops_whole_old_partitions(db: Any) -> None:
