@@ -36,13 +36,15 @@ ver = ver + 1
 local state = cur[2]
 if state ~= 'paused' then state = 'active' end
 if next_ms < 0 and state == 'active' then state = 'done' end
+local fields = {'spec', spec, 'sched', sched, 'ver', ver, 'queue', queue,
+  'tenant', tenant, 'max_att', max_att, 'overlap', overlap, 'state', state,
+  'next', next_ms >= 0 and next_ms or '', 'updated', now}
 if expect == 0 then
-  redis.call('HSET', jkey, 'created', now, 'runs', 0)
+  fields[#fields + 1], fields[#fields + 2] = 'created', now
+  fields[#fields + 1], fields[#fields + 2] = 'runs', 0
   redis.call('ZADD', jobs, now, id)
 end
-redis.call('HSET', jkey, 'spec', spec, 'sched', sched, 'ver', ver, 'queue', queue,
-  'tenant', tenant, 'max_att', max_att, 'overlap', overlap, 'state', state,
-  'next', next_ms >= 0 and next_ms or '', 'updated', now)
+redis.call('HSET', jkey, unpack(fields))  -- one write (bulk creates pay per command)
 if state == 'active' then
   local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
   redis.call('ZADD', due, next_ms, id)

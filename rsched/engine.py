@@ -6,6 +6,7 @@ Must not: compute fire times, run tasks or sleep; callers pass ``now_ms``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -155,6 +156,7 @@ class Engine:
         for job_id, d, _ in jobs:  # bad input fails before anything is written
             self._check_job(job_id, d)
         out: list[int] = []
+        sent: asyncio.Future[Sequence[Any]] | None = None
         for i in range(0, len(jobs), chunk):
             calls = [self._schedule_args(job_id, d, now_ms, nxt, 0)
                      for job_id, d, nxt in jobs[i:i + chunk]]
@@ -164,7 +166,19 @@ class Engine:
                 for keys, args in calls:
                     self.scripts.queue(pipe, "schedule_job", keys, args)
 
-            out += [int(r) for r in await self.scripts.execute(self.redis, build)]
+            # Redis runs this chunk while the next one is built: one chunk in flight.
+            nxt_sent = asyncio.ensure_future(self.scripts.execute(self.redis, build))
+            try:
+                await asyncio.sleep(0)  # let it write its commands
+                if sent is not None:
+                    out += [int(r) for r in await sent]
+            except BaseException:
+                nxt_sent.cancel()
+                await asyncio.gather(nxt_sent, return_exceptions=True)
+                raise
+            sent = nxt_sent
+        if sent is not None:
+            out += [int(r) for r in await sent]
         queues = {d.queue for _, d, _ in jobs}
         if queues:
             await self.redis.sadd(self.g.queues, *queues)

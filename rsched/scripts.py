@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -31,19 +32,28 @@ class Script:
     args: tuple[str, ...]
     variadic: str | None  # name of the flat tail of ARGV, if any
 
+    @cached_property
+    def _key_names(self) -> frozenset[str]:
+        return frozenset(self.keys)
+
+    @cached_property
+    def _arg_names(self) -> frozenset[str]:
+        return frozenset(self.args) | ({self.variadic} if self.variadic else frozenset())
+
     def order(self, keys: Mapping[str, str], args: Mapping[str, Any]) -> list[Arg]:
-        """KEYS then ARGV in header order; raises before any round trip on a bad name."""
-        if set(keys) != set(self.keys):
+        """KEYS then ARGV in header order; raises before any round trip on a bad name.
+        (Called once per script call, thousands of times a second: the name checks
+        compare key views with precomputed sets instead of building sets.)"""
+        if keys.keys() != self._key_names:
             raise ScriptError(f"{self.name}: keys {sorted(keys)} != header {list(self.keys)}",
                               script=self.name)
-        expected = set(self.args) | ({self.variadic} if self.variadic else set())
-        if set(args) != expected:
-            raise ScriptError(f"{self.name}: args {sorted(args)} != header {sorted(expected)}",
-                              script=self.name)
+        if args.keys() != self._arg_names:
+            raise ScriptError(f"{self.name}: args {sorted(args)} != header "
+                              f"{sorted(self._arg_names)}", script=self.name)
         out: list[Arg] = [keys[k] for k in self.keys]
-        out.extend(args[a] for a in self.args)
+        out += [args[a] for a in self.args]
         if self.variadic:
-            out.extend(args[self.variadic])
+            out += args[self.variadic]
         return out
 
 
