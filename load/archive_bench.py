@@ -47,6 +47,20 @@ async def prefill(engine: Engine, runs: int) -> None:
     await pipe.execute()
 
 
+async def drain(archiver: Archiver) -> int:
+    """Tick as `rsched archiver` does (each batch commits in the background while the next
+    is read) until the streams are empty, then wait for the last commit."""
+    events = 0
+    while True:
+        report = await archiver.tick(block_ms=None)
+        events += report.events
+        if not report.events and not archiver.batch.events:
+            last = (await archiver.tick(block_ms=None, flush=True)).events
+            events += last
+            if not last:
+                return events
+
+
 def _drain(redis_url: str, dsn: str, batch: int, consumer: str) -> tuple[int, float]:
     """One archiver process: drain the events streams; returns (events, CPU seconds)."""
 
@@ -56,9 +70,7 @@ def _drain(redis_url: str, dsn: str, batch: int, consumer: str) -> tuple[int, fl
         engine = Engine(redis, settings.redis)
         archiver = Archiver(engine, ArchiverSettings(dsn=dsn, batch=batch, flush_s=0),
                             RedisClock(redis), consumer)
-        events = 0
-        while report := (await archiver.tick(block_ms=None, flush=True)).events:
-            events += report
+        events = await drain(archiver)
         await archiver.close()
         await redis.aclose()
         return events

@@ -14,7 +14,6 @@ state change archived before the job's creation (by another archiver) is not los
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,17 +33,16 @@ RUN_COLS = ("run_id", "job_id", "seq", "tenant", "queue", "status", "attempt", "
             "manual", "enq_ms", "start_ms", "end_ms", "worker", "error", "result", "ev_ms",
             "ev_seq")
 _NULL = b"\\N"
-_SPECIAL = re.compile(rb"[\\\t\n\r]")
-_ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
 
 
 def _tsv(raw: bytes | None) -> bytes:
-    """A value in COPY's text format: empty or missing is NULL; specials escaped."""
+    """Free text in COPY's text format: empty or missing is NULL; specials escaped."""
     if not raw:
         return _NULL
-    if _SPECIAL.search(raw) is None:
-        return raw
-    return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], raw)
+    if b"\\" in raw or b"\t" in raw or b"\n" in raw or b"\r" in raw:
+        return (raw.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
+                .replace(b"\r", b"\\r"))
+    return raw
 
 
 class RunRow:
@@ -54,6 +52,7 @@ class RunRow:
     __slots__ = ("ev", "fields", "manual")
 
     def __init__(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
+        _ = f[b"j"], f[b"st"]  # required (KeyError: a malformed event, rejected)
         self.ev = ev
         self.fields = f.copy()
         self.manual = f.get(b"why") == b"run_now"
@@ -69,14 +68,16 @@ class RunRow:
             self.manual = True
 
     def copy_line(self) -> bytes:
-        """The staged row as one line of COPY text (bytes in, bytes out: no decoding)."""
+        """The staged row as one line of COPY text (bytes in, bytes out: no decoding).
+        Ids, queue, status and numbers are rsched's own (validated, no specials); a
+        malformed one fails the batch, which is then written event by event."""
         f = self.fields
-        run_id, get = f[b"r"], f.get
+        run_id, get, null = f[b"r"], f.get, _NULL
         return b"\t".join((
-            _tsv(run_id), _tsv(f[b"j"]), _tsv(run_id.rpartition(b":")[2]), _tsv(get(b"tn")),
-            _tsv(get(b"q")), _tsv(f[b"st"]), _tsv(get(b"att", b"1")), _tsv(f[b"slot"]),
-            b"t" if self.manual else b"f", _tsv(get(b"enq")), _tsv(get(b"start")),
-            _tsv(get(b"end")), _tsv(get(b"w")), _tsv(get(b"err")), _tsv(get(b"res")),
+            run_id, f[b"j"], run_id.rpartition(b":")[2], _tsv(get(b"tn")),
+            get(b"q") or null, f[b"st"], get(b"att") or b"1", f[b"slot"],
+            b"t" if self.manual else b"f", get(b"enq") or null, get(b"start") or null,
+            get(b"end") or null, _tsv(get(b"w")), _tsv(get(b"err")), _tsv(get(b"res")),
             b"%d\t%d" % self.ev))
 
 
@@ -98,10 +99,19 @@ class Batch:
 
     def add(self, event: Event) -> None:
         self.events.append(event)
-        shard, eid, f = event
+        _, eid, f = event
         try:
             ms, _, seq = eid.partition("-")
-            self._add((int(ms), int(seq)), f)
+            ev = (int(ms), int(seq))
+            if f.get(b"k") == b"run":  # the bulk: inline
+                if b"slot" in f:  # every run event names its slot (the partition key)
+                    row = self.runs.get(f[b"r"])
+                    if row is None:
+                        self.runs[f[b"r"]] = RunRow(ev, f)
+                    else:
+                        row.apply(ev, f)
+            else:
+                self._other(ev, f)
         except (KeyError, ValueError) as exc:  # a malformed event must not stop the archive
             self.reject(event, f"{type(exc).__name__}: {exc}")
 
@@ -109,17 +119,9 @@ class Batch:
         shard, eid, f = event
         self.rejected.append((shard, eid, repr(f)[:20_000], error[:2000]))
 
-    def _add(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
+    def _other(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
         kind = f.get(b"k")
-        if kind == b"run":
-            if b"slot" in f:  # every run event names its slot (the partition key)
-                row = self.runs.get(f[b"r"])
-                if row is None:
-                    _ = f[b"j"], f[b"st"]  # required by copy_row
-                    self.runs[f[b"r"]] = RunRow(ev, f)
-                else:
-                    row.apply(ev, f)
-        elif kind == b"job":
+        if kind == b"job":
             self._job(ev, f)
         elif kind == b"skip":
             self.skips.append((f[b"j"].decode(), int(float(f[b"slot"])), f[b"why"].decode(),

@@ -201,16 +201,16 @@ class Archiver:
                             " Redis; retrying in %.1fs", str(exc).strip(), self.held(), backoff)
                 await self.close()
                 await self._sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, self.cfg.retry_max_s)
             except _REDIS_DOWN as exc:
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, self.cfg.retry_max_s)
             except psycopg.Error as exc:  # e.g. schema missing: an operator must act
                 log.error("archive write failed (%s; has `rsched migrate` run?); retrying in"
                           " %.1fs", str(exc).strip(), backoff)
                 await self._sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, self.cfg.retry_max_s)
 
     def _recovered(self) -> None:
         if self._outage_since is not None:

@@ -610,7 +610,7 @@ class Engine:
                 continue
             first = await self.redis.xrange(k.events, min=floor, count=1)
             if first:
-                ages.append(now_ms - _split(_s(first[0][0]))[0])
+                ages.append(max(0, now_ms - _split(_s(first[0][0]))[0]))
         return max(ages, default=0)
 
     async def restore_job(self, job_id: str, *, state: str, next_ms: int | None, version: int,

@@ -59,6 +59,7 @@ class ArchiverSettings(msgspec.Struct, frozen=True, kw_only=True):
     claim_idle_s: float = 30.0  # events unacked this long by a dead archiver are taken over
     report_every_s: float = 60.0  # how often the archive lag is logged
     retention_every_s: float = 3600.0  # how often old partitions go and new ones are made
+    retry_max_s: float = 5.0  # longest back-off between attempts while PostgreSQL is down
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,6 +1,6 @@
 -- 0002_skips: archived decisions not to fire (overlap, misfire), each version's state,
--- rejected events, and job rows that a state event may start before the job's definition
--- arrives (another archiver can commit a later batch of the same stream first).
+-- rejected events, bytewise ids, and job rows that a state event may start before the
+-- job's definition arrives (another archiver can commit a later batch of the stream first).
 
 ALTER TABLE jobs
     ALTER COLUMN version DROP NOT NULL,
@@ -14,8 +14,17 @@ ALTER TABLE jobs
 
 ALTER TABLE job_versions ADD COLUMN state text;  -- the job's state when it was written
 
+-- Ids compare bytewise (COLLATE "C"): cheaper index maintenance than a locale's rules, and
+-- keyset pagination orders them the same everywhere. No history query filters on status
+-- alone, so that index only slowed the archiver down.
+ALTER TABLE runs ALTER COLUMN run_id TYPE text COLLATE "C",
+    ALTER COLUMN job_id TYPE text COLLATE "C";
+ALTER TABLE jobs ALTER COLUMN job_id TYPE text COLLATE "C";
+ALTER TABLE job_versions ALTER COLUMN job_id TYPE text COLLATE "C";
+DROP INDEX runs_status;
+
 CREATE TABLE skips (
-    job_id      text NOT NULL,
+    job_id      text COLLATE "C" NOT NULL,
     slot_at     timestamptz NOT NULL,     -- the slot found due and not fired
     why         text NOT NULL,            -- overlap | misfire
     missed      integer NOT NULL,         -- slots skipped by this decision

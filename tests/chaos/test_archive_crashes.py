@@ -4,11 +4,13 @@ duplicated, and it catches up."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import psycopg
 import pytest
 
@@ -21,7 +23,7 @@ from rsched.models import Immediate, JobDef, RetryPolicy
 from rsched.settings import ArchiverSettings
 from rsched.tasks import TaskRegistry
 from tests.support import system
-from tests.support.procs import Roles, eventually, sync_check
+from tests.support.procs import Roles, eventually
 
 pytestmark = [pytest.mark.chaos, pytest.mark.pg]
 
@@ -125,28 +127,41 @@ async def own_pg() -> AsyncIterator[PostgresServer]:
         server.cleanup()
 
 
-OUTAGE_S = 4.0  # the issue's scenario is 20 s; the behaviour is the same at any length
+# The issue's scenario is a 20 s outage; the code path is the same at any length (the
+# archiver backs off up to retry_max_s between attempts), so the suite uses 4 s by default.
+# RSCHED_TEST_PG_OUTAGE_S=20 runs the full-length scenario.
+OUTAGE_S = float(os.environ.get("RSCHED_TEST_PG_OUTAGE_S", "4"))
 
 
 async def test_postgres_stopped_under_load_then_archive_catches_up(
         make_engine: Any, clock: FakeClock, own_pg: PostgresServer,
         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="rsched.archiver")
     engine = await make_engine()
-    cfg = ArchiverSettings(dsn=own_pg.dsn, batch=500, flush_s=0.05)
-    a = Archiver(engine, msgspec.structs.replace(cfg), clock, consumer="a1")
+    cfg = ArchiverSettings(dsn=own_pg.dsn, batch=500, flush_s=0.05, retry_max_s=1.0)
+    a = Archiver(engine, cfg, clock, consumer="a1")
     loop = asyncio.create_task(a.run())
     jobs = await run_jobs(engine, clock, 500)
     await eventually(lambda: _matches(own_pg.dsn, engine, jobs), "the first wave archived")
     await asyncio.to_thread(own_pg.stop, "immediate")
-    jobs += await run_jobs(engine, clock, 1500, start=500)  # scheduling and runs go on
-    await eventually(sync_check(lambda: "PostgreSQL unavailable" in caplog.text),
-                     "the archiver to report the outage")
-    assert await engine.events_lag_ms(await _redis_now(engine)) > 0, "events wait in Redis"
-    await asyncio.sleep(OUTAGE_S)
+    down_at = time.monotonic()
+    while time.monotonic() - down_at < OUTAGE_S:  # scheduling and runs go on meanwhile
+        jobs += await run_jobs(engine, clock, 250, start=len(jobs))
+    assert "PostgreSQL unavailable" in caplog.text, "the archiver reports the outage"
+    assert await engine.events_lag_ms(2**62) > 0, "events wait in Redis"
+    expected = await redis_statuses(engine, jobs)  # final: every run has ended
     await asyncio.to_thread(own_pg.start)
-    await eventually(lambda: _matches(own_pg.dsn, engine, jobs), "the archive to catch up",
-                     timeout_s=60)
-    assert len(await archived(own_pg.dsn)) == 2000
+
+    async def caught_up() -> bool:
+        try:
+            return await archived(own_pg.dsn) == expected
+        except psycopg.OperationalError:
+            return False
+
+    await eventually(caught_up, "the archive to catch up", timeout_s=60)
+    assert len(expected) == len(jobs) > 500
+    assert "PostgreSQL reachable again" in caplog.text
+    await eventually(lambda: _no_lag(engine), "every event acked")
     await a.stop()
     await asyncio.wait_for(loop, 15)
 
@@ -156,8 +171,3 @@ async def _matches(dsn: str, engine: Engine, jobs: list[str]) -> bool:
         return await archived(dsn) == await redis_statuses(engine, jobs)
     except psycopg.OperationalError:
         return False
-
-
-async def _redis_now(engine: Engine) -> int:
-    sec, usec = await engine.redis.time()
-    return int(sec) * 1000 + int(usec) // 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,11 @@ async def make_archiver(archive_dsn: str, clock: FakeClock) -> AsyncIterator[Any
     yield make
     for a in made:
         await a.close()
+
+
+async def unarchived(engine: Any) -> int:
+    """Age of the oldest unacked event from far in the future: > 0 while any waits."""
+    return int(await engine.events_lag_ms(2**62))
 
 
 async def drain(a: Archiver) -> int:
@@ -99,7 +105,7 @@ async def test_ten_thousand_runs_match_redis_exactly(make_engine: Any, clock: Fa
     counts = {st: list(redis_status.values()).count(st) for st in set(redis_status.values())}
     assert set(counts) == {"succeeded", "dead"}
     assert counts["dead"] == kinds.count("fail")
-    assert await engine.events_lag_ms(clock.ms) == 0
+    assert await unarchived(engine) == 0
 
 
 async def test_replayed_events_never_duplicate_or_regress_rows(make_engine: Any,
@@ -184,3 +190,146 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
     assert [r["id"] for r in doc["runs"]] == [f"{job}:3", f"{job}:2"]
     assert doc["next_cursor"] and doc["stats"]["succeeded"] == 3
     assert [v["version"] for v in doc["versions"]] == [1]
+
+
+async def test_misfire_skips_and_free_text_errors_are_archived(make_engine: Any,
+                                                               clock: FakeClock,
+                                                               make_archiver: Any,
+                                                               db: Any) -> None:
+    from rsched import history
+    from rsched.models import Misfire
+
+    engine = await make_engine(shards=2)
+    reg = outcomes_registry()
+
+    @reg.task(name="nasty")
+    async def nasty() -> None:
+        raise RuntimeError("tab\there\nnew line \\ backslash \\N not null")
+
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    late = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"}, misfire=Misfire.SKIP,
+                                   grace_s=0.5, schedule=Every(every_ms=1000)))
+    bad = await c.schedule(JobDef(task="nasty", schedule=Immediate(),
+                                  retry=RetryPolicy(max_attempts=1)))
+    await system.fire_until_idle(s)
+    await w.tick(block_ms=None)
+    await w.drain()
+    clock.advance(10_000)  # `late` misses 10 slots: skipped by its misfire policy
+    await system.fire_until_idle(s)
+    a = make_archiver(engine)
+    await a.start()
+    await drain(a)
+    [(error, status)] = await (await db.execute(
+        "SELECT error, status FROM runs WHERE job_id = %s", (bad,))).fetchall()
+    assert status == "dead"
+    assert error == "RuntimeError: tab\there\nnew line \\ backslash \\N not null"
+    skips = await history.skips(db, late)
+    assert [k.why for k in skips] == ["misfire"] and skips[0].missed >= 9
+
+
+async def test_overlap_skips_are_archived(make_engine: Any, clock: FakeClock,
+                                          make_archiver: Any, db: Any) -> None:
+    from rsched import history
+    from rsched.models import Overlap
+
+    engine = await make_engine(shards=2)
+    c, s = system.client(engine, clock, outcomes_registry()), system.scheduler(engine, clock)
+    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"}, overlap=Overlap.FORBID,
+                                  schedule=Every(every_ms=1000)))
+    await system.fire_until_idle(s)  # run 1 queued and never started (no worker)
+    clock.advance(1000)
+    await system.fire_until_idle(s)  # slot 2: run 1 still active -> skipped
+    a = make_archiver(engine)
+    await a.start()
+    await drain(a)
+    skips = await history.skips(db, job)
+    assert [(k.why, k.missed) for k in skips] == [("overlap", 1)]
+    job_row = await c.get(job)
+    assert skips[0].slot_ms == job_row.next_ms - 1000  # type: ignore[union-attr]
+
+
+async def test_state_committed_before_the_jobs_creation_is_kept(make_engine: Any,
+                                                                clock: FakeClock,
+                                                                make_archiver: Any,
+                                                                db: Any) -> None:
+    """Two archivers: the one holding the pause commits before the one holding the
+    creation. The job ends paused, with its definition."""
+    from rsched.archive_batch import Batch
+
+    engine = await make_engine(shards=1)
+    c = system.client(engine, clock, outcomes_registry())
+    job = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"},
+                                  schedule=Every(every_ms=60_000)))
+    clock.advance(5)
+    await c.pause(job)
+    a = make_archiver(engine)
+    await a.start()
+    [created, paused] = await engine.read_events("a1", 100, None)
+    for event in (paused, created):  # the later batch commits first
+        single = Batch()
+        single.add(event)
+        await a.write(single)
+    [row] = await (await db.execute(
+        "SELECT state, version, task, spec IS NOT NULL FROM jobs")).fetchall()
+    assert row == ("paused", 1, "mixed", True)
+
+
+async def test_malformed_events_are_set_aside_and_the_rest_archived(
+        make_engine: Any, clock: FakeClock, make_archiver: Any, db: Any) -> None:
+    engine = await make_engine(shards=1)
+    job, s, _ = await every_second_job_ran(engine, clock, 2)
+    events = engine.k[0].events
+    good_id = await engine.redis.xadd(events, {"t": 1, "k": "run", "r": f"{job}:9",
+                                               "j": job, "st": "queued", "slot": clock.ms})
+    bad_cast = await engine.redis.xadd(events, {"t": 1, "k": "run", "r": "x:1", "j": "x",
+                                                "st": "queued", "slot": "soon"})
+    no_job = await engine.redis.xadd(events, {"t": 1, "k": "run", "r": "y:1", "slot": 5})
+    a = make_archiver(engine)
+    await a.start()
+    await drain(a)
+    rejected = await (await db.execute(
+        "SELECT entry_id, error FROM rejected_events ORDER BY entry_id")).fetchall()
+    assert [r[0] for r in rejected] == sorted([bad_cast.decode(), no_job.decode()])
+    runs = await (await db.execute("SELECT run_id FROM runs ORDER BY run_id")).fetchall()
+    assert [r[0] for r in runs] == [f"{job}:1", f"{job}:2", f"{job}:9"]
+    assert good_id and await unarchived(engine) == 0
+
+
+async def test_a_batch_holds_at_most_batch_events(make_engine: Any, clock: FakeClock,
+                                                  make_archiver: Any) -> None:
+    engine = await make_engine(shards=4)
+    await every_second_job_ran(engine, clock, 60)  # ~180 run events on one shard
+    c = system.client(engine, clock, outcomes_registry())
+    for i in range(40):  # job events spread over the shards
+        await c.schedule(JobDef(id=f"spread{i}", task="mixed", kwargs={"kind": "ok"},
+                                schedule=Every(every_ms=60_000)))
+    a = make_archiver(engine, batch=50)
+    await a.start()
+    assert await unarchived(engine) > 0
+    sizes = []
+    while (report := await a.tick(block_ms=None, flush=True)).events:
+        sizes.append(report.events)
+    assert max(sizes) <= 50 and sum(sizes) >= 220
+    assert await unarchived(engine) == 0
+
+
+async def test_lag_is_the_age_of_the_oldest_unarchived_event(redis: Any, prefix: str,
+                                                             make_archiver: Any) -> None:
+    from rsched.clock import RedisClock
+    from rsched.engine import Engine
+    from rsched.settings import RedisSettings
+
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=2))
+    await engine.start()
+    a = Archiver(engine, ArchiverSettings(dsn=(make_archiver(engine)).cfg.dsn, flush_s=0),
+                 RedisClock(redis), "lag")  # production's clock: Redis TIME, as event ids
+    await a.start()
+    assert await a.lag_ms() == 0
+    await redis.xadd(engine.k[1].events, {"t": 1, "k": "nothing"})
+    await asyncio.sleep(0.05)
+    assert 50 <= await a.lag_ms() < 5000
+    await a.tick(block_ms=None, flush=True)
+    assert await a.lag_ms() == 0
+    await a.close()
