@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 import psycopg
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched import pg
@@ -206,6 +207,13 @@ class Archiver:
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_max_s)
+            except ResponseError as exc:
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                    raise
+                # Redis lost its data (a FLUSHALL, a failover without persistence): what
+                # this archiver holds is still written; new events need the group again
+                log.warning("events consumer group gone (Redis lost its data?); recreating it")
+                await self.engine.ensure_event_groups()
             except psycopg.Error as exc:  # e.g. schema missing: an operator must act
                 log.error("archive write failed (%s; has `rsched migrate` run?); retrying in"
                           " %.1fs", str(exc).strip(), backoff)

@@ -283,18 +283,35 @@ def rebuild(redis_url: RedisUrl = None, dsn: Dsn = None) -> None:
                f" Redis, re-queued {report.runs_requeued} unfinished run(s)")
 
 
+def _ms_of(iso: str | None) -> int | None:
+    if iso is None:
+        return None
+    try:
+        t = datetime.fromisoformat(iso)
+    except ValueError:
+        _fail(f"not an ISO 8601 time: {iso!r}")
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
 @jobs_app.command("history")
 def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
                  status: RunStatus | None = None, limit: int = 20,
-                 cursor: str | None = None) -> None:
-    """A job's archived runs (newest first, --cursor for older pages) and its stats."""
+                 cursor: str | None = None,
+                 since: Annotated[str | None, typer.Option(help="slots from (ISO 8601)")] = None,
+                 until: Annotated[str | None, typer.Option(help="slots before (ISO 8601)")] = None,
+                 ) -> None:
+    """A job's archived runs (newest first, --cursor for older pages), its stats, versions
+    and its latest skipped slots."""
     s = _settings(redis_url, **{"archiver.dsn": dsn})
+    since_ms, until_ms = _ms_of(since), _ms_of(until)
 
     async def go(conn: DbConn) -> Any:
-        page = await history.job_runs(conn, job_id, status=status, cursor=cursor, limit=limit)
+        page = await history.job_runs(conn, job_id, status=status, cursor=cursor, limit=limit,
+                                      since_ms=since_ms, until_ms=until_ms)
         return {"runs": page.runs, "next_cursor": page.cursor,
                 "stats": await history.stats(conn, job_id),
-                "versions": await history.versions(conn, job_id)}
+                "versions": await history.versions(conn, job_id),
+                "skips": await history.skips(conn, job_id, limit=10)}
 
     _print(_with_db(s, go))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -182,14 +183,26 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
         (f"{job}:1", "succeeded")]
     env = {**os.environ, "RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix,
            "RSCHED_REDIS__SHARDS": "2", "RSCHED_ARCHIVER__DSN": archive_dsn}
-    out = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()", "jobs",
-                          "history", job, "--limit", "2"], capture_output=True, text=True,
-                         env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
-    doc = msgspec.json.decode(out.stdout)
+
+    def cli_history(*args: str) -> Any:
+        out = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()",
+                              "jobs", "history", job, *args], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return msgspec.json.decode(out.stdout)
+
+    doc = cli_history("--limit", "2")
     assert [r["id"] for r in doc["runs"]] == [f"{job}:3", f"{job}:2"]
     assert doc["next_cursor"] and doc["stats"]["succeeded"] == 3
-    assert [v["version"] for v in doc["versions"]] == [1]
+    assert [(v["version"], v["state"]) for v in doc["versions"]] == [(1, "active")]
+    assert doc["skips"] == []
+    assert [r["id"] for r in cli_history("--cursor", doc["next_cursor"])["runs"]] == [f"{job}:1"]
+    second = await history.run(db, f"{job}:2")
+    assert second is not None
+    since = datetime.fromtimestamp(second.slot_ms / 1000, UTC).isoformat()
+    until = datetime.fromtimestamp((second.slot_ms + 1) / 1000, UTC).isoformat()
+    window = cli_history("--since", since, "--until", until)
+    assert [r["id"] for r in window["runs"]] == [f"{job}:2"]
 
 
 async def test_misfire_skips_and_free_text_errors_are_archived(make_engine: Any,

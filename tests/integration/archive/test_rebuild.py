@@ -117,3 +117,34 @@ async def test_flushall_then_rebuild_restores_every_job_without_refiring(
     assert retry_run.status is RunStatus.RETRYING  # failed again, attempt 2 of 3
     assert fired == 2  # the every-job's next slot and the re-queued retry; nothing else
     assert msgspec.to_builtins(await c.runs(paused)) == []
+
+
+async def test_a_running_archiver_survives_redis_losing_its_data(
+        own_redis: tuple[str, Any], archive_dsn: str, prefix: str, db: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    from tests.support.procs import eventually
+
+    caplog.set_level(logging.WARNING, logger="rsched.archiver")
+    url, redis = own_redis
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
+    await engine.start()
+    clock = RedisClock(redis)
+    c = system.client(engine, clock, registry())
+    archiver = Archiver(engine, ArchiverSettings(dsn=archive_dsn, flush_s=0.05,
+                                                 retry_max_s=0.2), clock, "a1")
+    loop = asyncio.create_task(archiver.run())
+
+    async def archived(n: int) -> bool:
+        return (await (await db.execute("SELECT count(*) FROM jobs")).fetchone())[0] == n
+
+    await c.schedule(JobDef(id="before", task="ok", schedule=Every(every_ms=60_000)))
+    await eventually(lambda: archived(1), "the first job archived")
+    await redis.flushall()  # the events streams and their consumer group are gone
+    await c.schedule(JobDef(id="after", task="ok", schedule=Every(every_ms=60_000)))
+    await eventually(lambda: archived(2), "a job created after the loss archived")
+    assert not loop.done() and "consumer group gone" in caplog.text
+    await archiver.stop()
+    await asyncio.wait_for(loop, 15)
