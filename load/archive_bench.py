@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -80,6 +81,18 @@ def _drain(redis_url: str, dsn: str, batch: int, consumer: str) -> tuple[int, fl
     return events, time.process_time() - cpu0
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its reaped children (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _postmaster_pid(server: PostgresServer) -> int:
+    with open(os.path.join(server.dir, "data", "postmaster.pid")) as f:
+        return int(f.readline())
+
+
 async def bench(runs: int, batch: int, archivers: int = 1) -> dict[str, Any]:
     redis_server, pg_server = RedisServer().start(), PostgresServer().init().start()
     try:
@@ -94,12 +107,18 @@ async def bench(runs: int, batch: int, archivers: int = 1) -> dict[str, Any]:
         t0 = time.perf_counter()
         await prefill(engine, runs)
         fill_s = time.perf_counter() - t0
+        assert redis_server.proc is not None
+        servers = [redis_server.proc.pid, _postmaster_pid(pg_server)]
+        server_cpu0 = [_cpu_s(pid) for pid in servers]
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         with ProcessPoolExecutor(archivers, mp_context=mp.get_context("fork")) as pool:
             jobs = [pool.submit(_drain, redis_server.url, pg_server.dsn, batch, f"bench{i}")
                     for i in range(archivers)]
             drained = [j.result() for j in jobs]
         elapsed = time.perf_counter() - t0
+        # the archivers' backends have exited (connections closed): in postmaster's children
+        server_cpu = [_cpu_s(pid) - c0 for pid, c0 in zip(servers, server_cpu0, strict=True)]
         events = sum(e for e, _ in drained)
         cpu = sum(c for _, c in drained)
         conn = await pg.connect(pg_server.dsn)
@@ -110,7 +129,9 @@ async def bench(runs: int, batch: int, archivers: int = 1) -> dict[str, Any]:
                 "archivers": archivers,
                 "prefill_s": round(fill_s, 2), "archive_s": round(elapsed, 2),
                 "rows_per_s": round(rows / elapsed), "events_per_s": round(events / elapsed),
-                "archiver_cpu_s": round(cpu, 2)}
+                "archiver_cpu_s": round(cpu, 2), "redis_cpu_s": round(server_cpu[0], 2),
+                "postgres_cpu_s": round(server_cpu[1], 2), "cores": os.cpu_count(),
+                "load_before": round(load_before, 2)}
     finally:
         redis_server.cleanup()
         pg_server.cleanup()
@@ -127,7 +148,8 @@ def main() -> None:
     print(f"| {result['runs']:,} runs | {result['archivers']} archiver(s) |"
           f" batch {result['batch']} | {result['archive_s']} s |"
           f" {result['rows_per_s']:,} rows/s | {result['events_per_s']:,} events/s |"
-          f" archiver CPU {result['archiver_cpu_s']} s |")
+          f" CPU s archiver/PostgreSQL/Redis {result['archiver_cpu_s']}/"
+          f"{result['postgres_cpu_s']}/{result['redis_cpu_s']} | load {result['load_before']} |")
 
 
 if __name__ == "__main__":

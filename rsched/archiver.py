@@ -104,8 +104,7 @@ class Archiver:
             # COUNT is per stream: split the room so a batch stays near cfg.batch events
             per_stream = max(1, -(-room // self.engine.shards))
             events, urgent = await self._read(per_stream, block_ms)
-            for event in events:
-                self.batch.add(event)
+            await self._fold(events)
         full = len(self.batch) >= self.cfg.batch
         aged = time.monotonic() - self.batch.started >= self.cfg.flush_s
         if self.batch.events and (flush or full or aged or urgent):
@@ -116,6 +115,15 @@ class Archiver:
             else:
                 self._inflight = asyncio.create_task(self._commit(batch))
         return report
+
+    async def _fold(self, events: list[Event]) -> None:
+        """Add events to the batch, yielding to the event loop every few hundred so the
+        background commit's next round trip is not held up (that is the overlap)."""
+        add = self.batch.add
+        for i, event in enumerate(events):
+            add(event)
+            if i % 500 == 499 and self._inflight is not None:
+                await asyncio.sleep(0)
 
     async def _reap(self, wait: bool) -> ArchiveReport:
         """The background commit's report once it is done (``wait``: wait for it)."""
