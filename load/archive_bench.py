@@ -50,16 +50,12 @@ async def prefill(engine: Engine, runs: int) -> None:
 
 async def drain(archiver: Archiver) -> int:
     """Tick as `rsched archiver` does (each batch commits in the background while the next
-    is read) until the streams are empty, then wait for the last commit."""
+    is read) until the streams are empty and the last commit is acked."""
     events = 0
     while True:
-        report = await archiver.tick(block_ms=None)
-        events += report.events
-        if not report.events and not archiver.batch.events:
-            last = (await archiver.tick(block_ms=None, flush=True)).events
-            events += last
-            if not last:
-                return events
+        events += (await archiver.tick(block_ms=None)).events
+        if archiver.idle():
+            return events
 
 
 def _drain(redis_url: str, dsn: str, batch: int, consumer: str) -> tuple[int, float]:

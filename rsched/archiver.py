@@ -142,6 +142,10 @@ class Archiver:
             raise
         return ArchiveReport(len(batch), len(batch.runs), len(batch.versions))
 
+    def idle(self) -> bool:
+        """Nothing read and not yet acked: no batch, no commit in flight or to retry."""
+        return not self.batch.events and self._inflight is None and self._failed is None
+
     def held(self) -> int:
         """Events read and not yet acked by this archiver."""
         return len(self.batch) + len(self._failed or ())
