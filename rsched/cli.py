@@ -31,8 +31,10 @@ from rsched.models import Cron, Every, RunStatus, Schedule
 from rsched.rebuild import rebuild as rebuild_from
 from rsched.settings import Settings
 
-app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True)
-jobs_app = typer.Typer(help="Inspect and control jobs", no_args_is_help=True)
+app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True,
+                  rich_markup_mode="markdown")  # markdown: docstring lines reflow
+jobs_app = typer.Typer(help="Inspect and control jobs", no_args_is_help=True,
+                       rich_markup_mode="markdown")
 app.add_typer(jobs_app, name="jobs")
 
 T = TypeVar("T")
@@ -195,6 +197,14 @@ _verb("cancel", "Cancel a job; a running run is signalled to stop.")
 _verb("run_now", "Enqueue one extra run of a job at once.")
 
 
+@app.command()
+def status(redis_url: RedisUrl = None) -> None:
+    """The deployment at a glance, as JSON: jobs due, queue and events stream lengths,
+    archive lag (age of the oldest event not yet in PostgreSQL), and the live workers and
+    schedulers with the ms since their last heartbeat."""
+    _print(_with_client(_settings(redis_url), lambda c: c.status()))
+
+
 @jobs_app.command("preview")
 def jobs_preview(cron: str | None = None, tz: str = "UTC", every_s: float | None = None,
                  count: int = 5, redis_url: RedisUrl = None) -> None:
@@ -259,6 +269,7 @@ def archiver(redis_url: RedisUrl = None, dsn: Dsn = None, log_level: str = "INFO
     """Run an archiver (copies the events streams into PostgreSQL)."""
     s = _settings(redis_url, **{"archiver.dsn": dsn})
     log.configure(log_level)
+    runner.tune_gc_for_bulk()
 
     async def go() -> None:
         await runner.run_until_signal([await runner.build_archiver(s)], 5.0)

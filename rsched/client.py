@@ -18,7 +18,7 @@ from rsched.engine import Engine
 from rsched.errors import DuplicateJob, JobNotFound, ValidationError
 from rsched.fastredis import FastRedis
 from rsched.keys import JOB_ID, validate_queue
-from rsched.models import DeadLetter, Job, JobDef, Run, Schedule
+from rsched.models import DeadLetter, Job, JobDef, Run, Schedule, Status
 from rsched.settings import Settings
 from rsched.tasks import TaskRegistry
 from rsched.timing import first_fire, preview, validate_schedule
@@ -157,6 +157,11 @@ class Client:
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         return await self.engine.dead_letters(limit)
+
+    async def status(self) -> Status:
+        """Due jobs, stream lengths, archive lag, live workers and schedulers."""
+        now = await self.clock.now_ms()
+        return await self.engine.status(now, await self.engine.events_lag_ms(now))
 
     async def preview(self, schedule: Schedule, count: int = 5) -> list[int]:
         now = await self.clock.now_ms()

@@ -1,15 +1,19 @@
 """The one owner of Redis: typed methods over the Lua scripts and stream commands.
 
-Owns: key use (through keys.py), script calls (through scripts.py), reply parsing.
-Must not: compute fire times, run tasks or sleep; callers pass ``now_ms``.
+Owns: every state change of live jobs and runs (through scripts.py, with keys from
+keys.py): creating and changing jobs, firing, starting, completing, failing and reclaiming
+runs, leases and signals. Its read-only lookups live in queries.py, its archive side
+(events out, restores in) in archive_feed.py, the shared plumbing in engine_base.py;
+`Engine` is all of them. Must not: compute fire times, run tasks or sleep; callers pass
+``now_ms``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,109 +21,22 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched import codec
-from rsched.errors import ConfigError, ValidationError, raise_for_code
-from rsched.keys import (
-    ARCHIVER_GROUP,
-    JOB_ID,
-    RETRY_PREFIX,
-    WORKER_GROUP,
-    GlobalKeys,
-    ShardKeys,
-    shard_of,
-    validate_queue,
-)
-from rsched.models import (
-    DeadLetter,
-    Job,
-    JobDef,
-    JobState,
-    Overlap,
-    Run,
-    RunStatus,
-)
-from rsched.scripts import Scripts
-from rsched.settings import RedisSettings
+from rsched.archive_feed import ArchiveFeed
+from rsched.errors import ValidationError, raise_for_code
+from rsched.keys import JOB_ID, WORKER_GROUP, validate_queue
+from rsched.models import JobDef, RunStatus
+from rsched.queries import Queries
+from rsched.wire import Delivery, DueItem, Fire, Outcome, job_of_run, text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Delivery", "DueItem", "Engine", "Fire", "Outcome", "job_of_run"]
 
 
-@dataclass(frozen=True, slots=True)
-class DueItem:
-    member: str  # job id, or "r:<run id>" for a retry
-    score: str  # exactly as read: the compare-and-set token for fire_due
-    sched: bytes  # Trigger blob; b"" for retries
-
-    @property
-    def is_retry(self) -> bool:
-        return self.member.startswith(RETRY_PREFIX)
-
-
-@dataclass(frozen=True, slots=True)
-class Fire:
-    member: str
-    read_score: str
-    next_ms: int | None
-    fire: bool = True
-    skipped: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    shard: int
-    queue: str
-    entry_id: str
-    run_id: str
-    job_id: str
-    attempt: int
-    slot_ms: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    run_id: str
-    attempt: int
-    status: RunStatus  # succeeded | cancelled
-    result: str = ""
-
-
-def job_of_run(run_id: str) -> str:
-    return run_id.rsplit(":", 1)[0]
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _opt_int(v: Any) -> int | None:
-    return int(v) if v not in (None, b"", "") else None
-
-
-class Engine:
-    def __init__(self, redis: Any, cfg: RedisSettings, *, events_maxlen: int = 1_000_000) -> None:
-        self.redis = redis
-        self.cfg = cfg
-        self.shards = cfg.shards
-        self.g = GlobalKeys(cfg.prefix)
-        self.k = [ShardKeys(cfg.prefix, s) for s in range(cfg.shards)]
-        self.scripts = Scripts()
-        self.maxlen = events_maxlen
-        self.done_ttl_ms = int(cfg.done_job_ttl_s * 1000)
-        self._stream_of: dict[str, tuple[int, str]] = {}
-
-    async def start(self) -> None:
-        """Load scripts and check the shard count stored for this deployment."""
-        await self.scripts.load(self.redis)
-        await self.redis.hsetnx(self.g.meta, "shards", self.shards)
-        stored = int(await self.redis.hget(self.g.meta, "shards"))
-        if stored != self.shards:
-            raise ConfigError(
-                f"deployment {self.cfg.prefix!r} has {stored} shards, settings say {self.shards}"
-            )
-
-    def keys_for(self, job_id: str) -> ShardKeys:
-        return self.k[shard_of(job_id, self.shards)]
-
-    async def _call(self, name: str, keys: dict[str, str], args: dict[str, Any]) -> Any:
-        return await self.scripts.call(self.redis, name, keys, args)
+class Engine(Queries, ArchiveFeed):
+    """Every state transition of live jobs and runs, each one Lua script call (or a
+    pipeline of them); the read-only lookups are in queries.py and the archive's side
+    (including the restores) in archive_feed.py."""
 
     # -- jobs ---------------------------------------------------------------------------
     @staticmethod
@@ -214,58 +131,9 @@ class Engine:
         await self._job_op("resume_job", job_id, now_ms)
 
     async def run_now(self, job_id: str, now_ms: int) -> str:
-        return _s(await self._job_op("run_now", job_id, now_ms))
+        return text(await self._job_op("run_now", job_id, now_ms))
 
-    async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.redis.hgetall(self.keys_for(job_id).job(job_id))
-        if not raw:
-            return None
-        h = {_s(k): v for k, v in raw.items()}
-        last_run = _s(h["cur"]) if h.get("cur") else None
-        return Job(
-            id=job_id, state=JobState(_s(h["state"])), version=int(h["ver"]),
-            queue=_s(h["queue"]), tenant=_s(h["tenant"]), spec=codec.decode_spec(h["spec"]),
-            trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(_s(h["overlap"])),
-            next_ms=_opt_int(h.get("next")), last_slot_ms=_opt_int(h.get("last")),
-            runs=int(h.get("runs", 0)), last_run_id=last_run,
-        )
 
-    async def list_jobs(self, shard: int, *, after: str = "", limit: int = 100) -> list[str]:
-        """Job ids of one shard in creation order, starting after job id ``after``."""
-        start = 0
-        if after:
-            rank = await self.redis.zrank(self.k[shard].jobs, after)
-            start = 0 if rank is None else rank + 1
-        ids = await self.redis.zrange(self.k[shard].jobs, start, start + limit - 1)
-        return [_s(i) for i in ids]
-
-    # -- runs ---------------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> Run | None:
-        k = self.keys_for(job_of_run(run_id))
-        raw = await self.redis.hgetall(k.run(run_id))
-        return _run(run_id, raw) if raw else None
-
-    async def job_runs(self, job_id: str, limit: int = 20) -> list[Run]:
-        """The job's most recent runs still held in Redis (newest first)."""
-        k = self.keys_for(job_id)
-        total = int(await self.redis.hget(k.job(job_id), "runs") or 0)
-        ids = [f"{job_id}:{n}" for n in range(total, max(0, total - limit), -1)]
-        pipe = self.redis.pipeline(transaction=False)
-        for rid in ids:
-            pipe.hgetall(k.run(rid))
-        rows = await pipe.execute()
-        return [_run(rid, raw) for rid, raw in zip(ids, rows, strict=True) if raw]
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        out: list[DeadLetter] = []
-        for k in self.k:
-            for entry_id, f in await self.redis.xrevrange(k.dead, count=limit):
-                h = {_s(a): _s(b) for a, b in f.items()}
-                out.append(DeadLetter(entry_id=_s(entry_id), run_id=h["r"], job_id=h["j"],
-                                      queue=h["q"], status=RunStatus(h["st"]),
-                                      attempt=int(h["a"]), error=h["e"], at_ms=int(h["t"])))
-        out.sort(key=lambda d: d.at_ms, reverse=True)
-        return out[:limit]
 
     # -- scheduler ----------------------------------------------------------------------
     def _peek_args(self, shard: int, now_ms: int, limit: int
@@ -276,7 +144,7 @@ class Engine:
     @staticmethod
     def _parse_peek(res: list[Any]) -> tuple[int | None, list[DueItem]]:
         head = int(float(res[0]))
-        items = [DueItem(_s(res[i]), _s(res[i + 1]), res[i + 2])
+        items = [DueItem(text(res[i]), text(res[i + 1]), res[i + 2])
                  for i in range(1, len(res), 3)]
         return (None if head < 0 else head), items
 
@@ -355,27 +223,33 @@ class Engine:
             yield data
 
     async def _subscribe(self, channel: str) -> AsyncIterator[str]:
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(channel)
-        try:
-            async for msg in pubsub.listen():
-                if msg["type"] == "message":
-                    yield _s(msg["data"])
-        finally:
-            await pubsub.aclose()
+        """Messages of ``channel``, forever: a lost subscription (Redis down, restarted,
+        or any other error) is logged and made again with back-off, so a listener never
+        dies silently. Messages published while unsubscribed are lost; every listener
+        has a slower path that does not need them (full scans, lease checks)."""
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                backoff = 0.1
+                async for msg in pubsub.listen():
+                    if msg["type"] == "message":
+                        yield text(msg["data"])
+            except Exception as exc:  # noqa: BLE001 - any failure means: subscribe again
+                log.warning("subscription to %s lost (%s: %s); subscribing again in %.1fs",
+                            channel, type(exc).__name__, exc, backoff)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
     async def release_lease(self, shard: int, owner: str) -> None:
         k = self.k[shard]
         await self._call("release_lease", {"lease": k.lease}, {"owner": owner})
 
     # -- workers ------------------------------------------------------------------------
-    def _streams(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
-        out = {}
-        for q in queues:
-            for k in self.k:
-                out[k.queue(q)] = (k.shard, q)
-        self._stream_of.update(out)
-        return out
 
     async def ensure_groups(self, queues: Iterable[str]) -> None:
         for stream in self._streams(queues):
@@ -392,9 +266,9 @@ class Engine:
                                             block=block_ms)
         out: list[Delivery] = []
         for stream, entries in reply or []:
-            shard, queue = self._stream_of[_s(stream)]
+            shard, queue = self._stream_of[text(stream)]
             for entry_id, f in entries:
-                out.append(Delivery(shard, queue, _s(entry_id), _s(f[b"r"]), _s(f[b"j"]),
+                out.append(Delivery(shard, queue, text(entry_id), text(f[b"r"]), text(f[b"j"]),
                                     int(f[b"a"]), int(float(f[b"s"])), f[b"p"]))
         return out
 
@@ -474,7 +348,7 @@ class Engine:
             "now_ms": now_ms, "group": WORKER_GROUP, "consumer": consumer,
             "min_idle_ms": min_idle_ms, "count": count, "run_prefix": k.run_prefix,
             "ttl_ms": ttl_ms, "maxlen": self.maxlen})
-        return [Delivery(shard, queue, _s(res[i]), _s(res[i + 1]), _s(res[i + 2]),
+        return [Delivery(shard, queue, text(res[i]), text(res[i + 1]), text(res[i + 2]),
                          int(res[i + 3]), int(float(res[i + 4])), res[i + 5])
                 for i in range(0, len(res), 6)]
 
@@ -495,25 +369,6 @@ class Engine:
         """Drop queue entries every group has acked (below the oldest pending or unread)."""
         return sum([await self._trim_acked(s) for s in self._streams(queues)])
 
-    async def _trim_acked(self, stream: str) -> int:
-        floor = await self._oldest_unacked(stream)
-        if floor is None:
-            return 0
-        return int(await self.redis.xtrim(stream, minid=floor, approximate=False))
-
-    async def _oldest_unacked(self, stream: str) -> str | None:
-        """The smallest id some group still needs (oldest pending, else next unread)."""
-        try:
-            groups = await self.redis.xinfo_groups(stream)
-        except ResponseError:
-            return None
-        floor: str | None = None
-        for g in groups:
-            pend = await self.redis.xpending(stream, g["name"])
-            cand = _s(pend["min"]) if pend["pending"] else _next_id(_s(g["last-delivered-id"]))
-            floor = cand if floor is None or _id_lt(cand, floor) else floor
-        return floor
-
     async def heartbeat(self, worker: str, now_ms: int) -> None:
         await self.redis.zadd(self.g.workers, {worker: now_ms})
 
@@ -524,152 +379,3 @@ class Engine:
         names = list(names)
         if names:
             await self.redis.sadd(self.g.tasks, *names)
-
-    async def known_tasks(self) -> set[str]:
-        return {_s(t) for t in await self.redis.smembers(self.g.tasks)}
-
-    async def stream_lengths(self, queues: Sequence[str]) -> dict[str, int]:
-        pipe = self.redis.pipeline(transaction=False)
-        names = list(self._streams(queues)) + [k.events for k in self.k]
-        for n in names:
-            pipe.xlen(n)
-        return dict(zip(names, await pipe.execute(), strict=True))
-
-    # -- archive feed -------------------------------------------------------------------
-    async def ensure_event_groups(self) -> None:
-        for k in self.k:
-            try:
-                await self.redis.xgroup_create(k.events, ARCHIVER_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-    async def read_events(self, consumer: str, count: int, block_ms: int | None,
-                          pending: bool = False) -> list[tuple[int, str, dict[bytes, bytes]]]:
-        """Events of every shard as (shard, entry id, raw fields); ``pending`` re-reads this
-        consumer's unacked ones (after a crash) instead of new ones."""
-        streams = {k.events: ("0" if pending else ">") for k in self.k}
-        shard_of_stream = {k.events.encode(): k.shard for k in self.k}
-        if block_ms is None and hasattr(self.redis, "execute_many"):
-            # the archiver's bulk path: the flat hiredis reply, one dict per entry
-            [reply] = await self._raw([("XREADGROUP", "GROUP", ARCHIVER_GROUP, consumer,
-                                        "COUNT", count, "STREAMS", *streams,
-                                        *streams.values())])
-            return [(shard_of_stream[stream], eid.decode(), _pairs(f))
-                    for stream, entries in reply or [] for eid, f in entries]
-        reply = await self.redis.xreadgroup(ARCHIVER_GROUP, consumer, streams, count=count,
-                                            block=block_ms)
-        # an entry trimmed while pending comes back without fields: an empty event
-        return [(shard_of_stream[stream if isinstance(stream, bytes) else stream.encode()],
-                 _s(eid), f or {}) for stream, entries in reply or [] for eid, f in entries]
-
-    async def ack_events(self, ids: Sequence[tuple[int, str]]) -> None:
-        by_shard: dict[int, list[str]] = {}
-        for shard, eid in ids:
-            by_shard.setdefault(shard, []).append(eid)
-        await self._raw([("XACK", self.k[shard].events, ARCHIVER_GROUP, *eids)
-                         for shard, eids in by_shard.items()])
-
-    async def _raw(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Plain commands pipelined, replies unparsed: on the hiredis fast path when the
-        client has one (redis-py packs ~150,000 XACK ids noticeably slower)."""
-        execute_many = getattr(self.redis, "execute_many", None)
-        if execute_many is not None:
-            replies = await execute_many(commands)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for cmd in commands:
-                pipe.execute_command(*cmd)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return list(replies)
-
-    async def trim_events(self) -> int:
-        """Drop events every group (the archivers) has acked."""
-        return sum([await self._trim_acked(k.events) for k in self.k])
-
-    async def claim_events(self, consumer: str, min_idle_ms: int,
-                           count: int) -> list[tuple[int, str, dict[bytes, bytes]]]:
-        """Take over events a dead archiver read but never acked."""
-        out: list[tuple[int, str, dict[bytes, bytes]]] = []
-        for k in self.k:
-            reply = await self.redis.xautoclaim(k.events, ARCHIVER_GROUP, consumer, min_idle_ms,
-                                                "0-0", count=count)
-            out += [(k.shard, _s(eid), f)
-                    for eid, f in reply[1] if f]
-        return out
-
-    async def events_lag_ms(self, now_ms: int) -> int:
-        """Age of the oldest event not yet archived (0 when all are)."""
-        oldest = [await self._oldest_unacked(k.events) for k in self.k]
-        ages = []
-        for k, floor in zip(self.k, oldest, strict=True):
-            if floor is None:
-                continue
-            first = await self.redis.xrange(k.events, min=floor, count=1)
-            if first:
-                ages.append(max(0, now_ms - _split(_s(first[0][0]))[0]))
-        return max(ages, default=0)
-
-    async def restore_job(self, job_id: str, *, state: str, next_ms: int | None, version: int,
-                          spec: bytes, sched: bytes, queue: str, tenant: str, max_att: int,
-                          overlap: str, runs: int, last_ms: int | None,
-                          created_ms: int) -> bool:
-        """Recreate a job lost from Redis; False when it already exists (untouched)."""
-        k = self.keys_for(job_id)
-        res = await self._call("restore_job", {"due": k.due, "jobs": k.jobs}, {
-            "job_prefix": k.job_prefix, "job_id": job_id, "state": state,
-            "next_ms": -1 if next_ms is None else next_ms, "version": version, "spec": spec,
-            "sched": sched, "queue": queue, "tenant": tenant, "max_att": max_att,
-            "overlap": overlap, "runs": runs, "last_ms": -1 if last_ms is None else last_ms,
-            "created_ms": created_ms, "done_ttl_ms": self.done_ttl_ms})
-        return int(res) == 1
-
-    async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
-                          max_att: int, slot_ms: int, due_ms: int) -> bool:
-        """Re-queue an unfinished run lost from Redis as a retry due at ``due_ms``."""
-        job_id = job_of_run(run_id)
-        k = self.keys_for(job_id)
-        res = await self._call("restore_run", {"due": k.due}, {
-            "run_prefix": k.run_prefix, "run_id": run_id, "job_id": job_id, "queue": queue,
-            "tenant": tenant, "attempt": attempt, "max_att": max_att, "slot_ms": slot_ms,
-            "due_ms": due_ms})
-        return int(res) == 1
-
-    async def due_count(self) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        for k in self.k:
-            pipe.zcard(k.due)
-        return sum(await pipe.execute())
-
-
-def _run(run_id: str, raw: dict[Any, Any]) -> Run:
-    h = {_s(k): _s(v) for k, v in raw.items()}
-    return Run(
-        id=run_id, job_id=h.get("job", job_of_run(run_id)), queue=h.get("queue", ""),
-        tenant=h.get("tenant", ""), status=RunStatus(h["st"]), attempt=int(h.get("att", 1)),
-        slot_ms=int(float(h.get("slot", 0))), enqueued_ms=_opt_int(h.get("enq")),
-        started_ms=_opt_int(h.get("start")), finished_ms=_opt_int(h.get("end")),
-        worker=h.get("worker"), error=h.get("err"),
-    )
-
-
-def _pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:
-    it = iter(flat or ())
-    return dict(zip(it, it))  # noqa: B905 (pairs: an even count by protocol)
-
-
-def _split(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _id_lt(a: str, b: str) -> bool:
-    return _split(a) < _split(b)
-
-
-def _next_id(entry_id: str) -> str:
-    ms, seq = _split(entry_id)
-    return f"{ms}-{seq + 1}"

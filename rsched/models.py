@@ -176,3 +176,15 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     error: str
     at_ms: int
+
+
+class Status(msgspec.Struct, frozen=True, kw_only=True):
+    """A deployment at a glance (`rsched status`), on the Redis clock."""
+
+    now_ms: int
+    due: int  # jobs and retries in the due index (scheduled, not yet fired)
+    queues: dict[str, int]  # queue -> entries in its streams (pending or not yet trimmed)
+    events: int  # entries in the events streams (archived ones go at the next trim)
+    archive_lag_ms: int  # age of the oldest event no archiver has committed; 0: none
+    workers: dict[str, int]  # worker id -> ms since its last heartbeat
+    schedulers: dict[str, int]  # scheduler id -> ms since its last heartbeat

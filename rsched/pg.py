@@ -1,8 +1,9 @@
 """PostgreSQL plumbing of the archive: connections, versioned migrations, runs partitions
 and retention.
 
-Owns: DDL and the migrations table. Must not: touch Redis or interpret events
-(archiver.py writes rows, history.py reads them).
+Owns: DDL, the migrations table, and retention (which keeps each job's fired marks before
+its runs go). Must not: touch Redis or interpret events (archiver.py writes rows,
+history.py reads them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from rsched.errors import ArchiveError
 log = logging.getLogger(__name__)
 # pg_advisory_xact_lock key serialising concurrent `rsched migrate` runs ("rsch").
 MIGRATION_LOCK = 0x72736368
+# pg_advisory_xact_lock key serialising retention runs ("rscr").
+RETENTION_LOCK = 0x72736372
 _PARTITION = re.compile(r"^runs_(\d{8})$")
 
 
@@ -43,8 +46,12 @@ def migrations() -> list[Migration]:
 async def connect(dsn: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
     try:
         # autocommit: writers group statements with conn.transaction() (a real BEGIN/COMMIT);
-        # an implicit transaction left open would turn those into savepoints never committed
-        return await psycopg.AsyncConnection.connect(dsn, connect_timeout=5, autocommit=True)
+        # an implicit transaction left open would turn those into savepoints never committed.
+        # synchronous_commit on whatever the server's default: the archiver acks events in
+        # Redis once COMMIT returns, so COMMIT must mean durable (with it off, a PostgreSQL
+        # crash loses the last commits, whose events are already acked: lost for good)
+        return await psycopg.AsyncConnection.connect(
+            dsn, connect_timeout=5, autocommit=True, options="-c synchronous_commit=on")
     except psycopg.OperationalError as exc:
         raise ArchiveError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
 
@@ -109,18 +116,50 @@ async def ensure_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]], t
     return created
 
 
+# Before runs leave the archive, what they say about their job is kept on its row: the
+# highest run number and the latest scheduled slot with when it fired (migration 0003), so
+# that a rebuild continues the job's counter and schedule after retention took every run
+# of it (rebuild.py reads these together with the retained runs). A slot counts once its
+# queued event was archived: `enqueued_at` and run-now's `manual` come with that event
+# (rebuild's own query of the runs needs `enqueued_at` too).
+KEEP_JOB_MARKS = """
+UPDATE jobs SET
+  last_seq = GREATEST(jobs.last_seq, old.seq),
+  last_slot_at = GREATEST(jobs.last_slot_at, old.slot_at),
+  last_slot_enqueued_at = CASE WHEN jobs.last_slot_at IS NULL OR old.slot_at > jobs.last_slot_at
+                               THEN old.enqueued_at ELSE jobs.last_slot_enqueued_at END
+FROM (SELECT job_id, max(seq) AS seq, max(slot_at) FILTER (WHERE fired) AS slot_at,
+             (array_agg(enqueued_at ORDER BY slot_at DESC) FILTER (WHERE fired))[1]
+               AS enqueued_at
+      FROM (SELECT job_id, seq, slot_at, enqueued_at,
+                   NOT manual AND enqueued_at IS NOT NULL AS fired
+            FROM runs WHERE slot_at < %s) AS r
+      GROUP BY job_id) AS old
+WHERE jobs.job_id = old.job_id
+"""
+
+
 async def drop_old_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]], today: date,
                               retention_days: int) -> list[date]:
     """Drop partitions wholly older than the retention window; trim the default one and
-    the skip decisions."""
+    the skip decisions. The dropped runs' job marks are kept first, in the same
+    transaction, with writes into what is dropped held off until the end."""
     cutoff = today - timedelta(days=retention_days)
-    dropped = []
     async with conn.transaction():
-        for day in await partitions(conn):
-            if day < cutoff:
-                await conn.execute(sql.SQL("DROP TABLE {}").format(
-                    sql.Identifier(partition_name(day))))
-                dropped.append(day)
+        # every archiver runs retention: one at a time, each listing partitions under the lock
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK,))
+        dropped = [day for day in await partitions(conn) if day < cutoff]
+        # No write into what goes until it is gone: a late run (a retry of an old slot)
+        # committed after the marks were read would leave without them. Readers go on.
+        # Taken before any jobs row, as an archiver's transaction writes runs before jobs:
+        # waiting here for a late run's writer cannot deadlock with it.
+        going = [partition_name(day) for day in dropped] + ["runs_default"]
+        await conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+            sql.SQL(", ").join(map(sql.Identifier, going))))
+        await conn.execute(KEEP_JOB_MARKS, (_midnight(cutoff),))
+        for day in dropped:
+            await conn.execute(sql.SQL("DROP TABLE {}").format(
+                sql.Identifier(partition_name(day))))
         await conn.execute("DELETE FROM runs_default WHERE slot_at < %s", (_midnight(cutoff),))
         await conn.execute("DELETE FROM skips WHERE at < %s", (_midnight(cutoff),))
     if dropped:

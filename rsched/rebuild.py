@@ -24,12 +24,18 @@ from rsched.timing import next_fire
 
 log = logging.getLogger(__name__)
 
+# Retention keeps a job's marks on its row before dropping its runs (pg.KEEP_JOB_MARKS);
+# the retained runs say the rest. A slot counts only if it fired under the current
+# version (an update restarts the schedule).
 JOBS = """
 SELECT j.job_id, j.state, j.version, j.spec, j.trigger, j.queue, j.tenant, j.max_attempts,
        j.overlap, j.next_ms, (extract(epoch FROM j.created_at) * 1000)::bigint,
-       (SELECT max(r.seq) FROM runs r WHERE r.job_id = j.job_id),
-       (SELECT (extract(epoch FROM max(r.slot_at)) * 1000)::bigint FROM runs r
-         WHERE r.job_id = j.job_id AND NOT r.manual AND r.enqueued_at >= j.updated_at)
+       GREATEST(j.last_seq, (SELECT max(r.seq) FROM runs r WHERE r.job_id = j.job_id)),
+       (extract(epoch FROM GREATEST(
+         CASE WHEN j.last_slot_enqueued_at >= j.updated_at THEN j.last_slot_at END,
+         (SELECT max(r.slot_at) FROM runs r
+           WHERE r.job_id = j.job_id AND NOT r.manual AND r.enqueued_at >= j.updated_at)
+       )) * 1000)::bigint
 FROM jobs j WHERE j.spec IS NOT NULL ORDER BY j.job_id
 """
 # Rows a state event started whose definition never reached the archive: not restorable.

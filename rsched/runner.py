@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -103,6 +104,16 @@ async def seed_example(settings: Settings) -> None:
         log.info("example job 'hello-every-second' already scheduled")
     finally:
         await client.close()
+
+
+def tune_gc_for_bulk() -> None:
+    """For a process doing only bulk work (`rsched archiver`): the archiver allocates a
+    few dicts per event, so the default gen-0 threshold (700) runs the cyclic collector
+    hundreds of times a second for garbage that reference counting frees anyway; ~15% of
+    the archiver's CPU (docs/benchmarks.md, Archive). Objects alive now are frozen out of
+    the collector's scans."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 async def build_archiver(settings: Settings) -> Archiver:

@@ -217,16 +217,12 @@ class Scheduler:
         stopper.cancel()
 
     async def _listen_wake(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                async for shard, score in self.engine.wake_signals():
-                    if shard not in self.owned:
-                        continue
-                    self._woken[shard] = min(score, self._woken.get(shard, score))
-                    if self._sleep_until is None or score < self._sleep_until:
-                        self._wake.set()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await asyncio.sleep(0.5)
+        async for shard, score in self.engine.wake_signals():
+            if shard not in self.owned:
+                continue
+            self._woken[shard] = min(score, self._woken.get(shard, score))
+            if self._sleep_until is None or score < self._sleep_until:
+                self._wake.set()
 
     async def stop(self, grace_s: float = 0.0) -> None:
         self._stopping.set()

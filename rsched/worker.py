@@ -331,15 +331,11 @@ class Worker:
                 self._flush_now.set()
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                async for run_id in self.engine.cancel_signals():
-                    entry = self.inflight.get(run_id)
-                    if entry is not None:
-                        self._cancelled.add(run_id)
-                        entry[1].cancel()
-            except _REDIS_DOWN:
-                await asyncio.sleep(0.5)
+        async for run_id in self.engine.cancel_signals():
+            entry = self.inflight.get(run_id)
+            if entry is not None:
+                self._cancelled.add(run_id)
+                entry[1].cancel()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop reading; in-flight runs get ``grace_s`` to finish (see run())."""

@@ -113,3 +113,30 @@ async def test_failure_of_a_run_finished_while_cut_off_is_recorded_once_back(
     assert run is not None and run.attempt == 2
     assert run.error == "RuntimeError: failed while cut off"
     assert h.calls == [1], "not reclaimed and re-run while the failure waited"
+
+
+async def test_a_killed_subscription_is_made_again_and_messages_flow(
+        make_engine: Callable[..., Any], redis: Any) -> None:
+    """The listeners (scheduler wake-ups, worker cancels) outlive their connection."""
+    engine = await make_engine()
+    channel = engine.g.cancel_channel
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def listen() -> None:
+        async for run_id in engine.cancel_signals():
+            await got.put(run_id)
+
+    async def subscribed() -> bool:
+        return dict(await redis.pubsub_numsub(channel))[channel.encode()] == 1
+
+    listener = asyncio.create_task(listen())
+    try:
+        for i in range(3):
+            await eventually(subscribed, "the listener to subscribe")
+            await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await eventually(subscribed, "the listener to subscribe again")
+            await redis.publish(channel, f"run-{i}")
+            assert await asyncio.wait_for(got.get(), 10) == f"run-{i}"
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)

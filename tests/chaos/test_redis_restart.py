@@ -125,12 +125,18 @@ async def _scenario(server: RedisServer, redis: Any, roles: Roles) -> None:
     assert "redis unavailable" in scheduler.log(), scheduler.log()
     assert "redis unavailable" in worker.log(), worker.log()
 
+    counts: dict[bytes, int] = {}
+
     async def resubscribed() -> bool:
         # the scheduler's wake listener and the worker's cancel listener are back
-        counts = dict(await redis.pubsub_numsub(engine.g.wake_channel, engine.g.cancel_channel))
+        counts.update(await redis.pubsub_numsub(engine.g.wake_channel, engine.g.cancel_channel))
         return all(n == 1 for n in counts.values())
 
-    await eventually(resubscribed, "the scheduler and worker to subscribe again")
+    try:
+        await eventually(resubscribed, "the scheduler and worker to subscribe again")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; subscribers {counts}\n--- scheduler\n{scheduler.log()}"
+                             f"\n--- worker\n{worker.log()}") from None
 
     await _stop(scheduler)
     jobs = every + later

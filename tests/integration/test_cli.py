@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from typing import Any, cast
 
+from rsched.client import Client
 from rsched.devservers import free_port
+from rsched.models import Cron, Every, JobDef
+from rsched.settings import Settings
 
 RSCHED = [sys.executable, "-c", "from rsched.cli import main; main()"]
 
@@ -65,3 +72,67 @@ def test_admin_verbs_on_unknown_job_and_unreachable_redis_fail_cleanly(redis_url
     down = run_cli("jobs", "list", env={"RSCHED_REDIS__URL": f"redis://127.0.0.1:{free_port()}"})
     assert down.returncode == 3 and "cannot reach Redis" in down.stderr
     assert "Traceback" not in missing.stderr + down.stderr
+
+
+def test_admin_verbs_list_show_and_change_a_job(redis_url: str) -> None:
+    prefix = f"cli{uuid.uuid4().hex[:8]}"  # a keyspace of its own: `jobs list` sees only ours
+    env = {"RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix}
+    settings = Settings.from_env(env)
+
+    async def create() -> None:
+        client = await Client.connect(settings)
+        try:
+            await client.schedule(JobDef(id="nightly", task="reports.build",
+                                         schedule=Cron(expr="0 3 * * *", tz="Europe/Berlin")))
+        finally:
+            await client.close()
+
+    asyncio.run(create())
+    listed = run_cli("jobs", "list", env=env)
+    assert listed.returncode == 0 and listed.stdout.split() == ["nightly"], listed.stderr
+
+    def show() -> dict[str, Any]:
+        out = run_cli("jobs", "show", "nightly", env=env)
+        assert out.returncode == 0, out.stderr
+        return cast(dict[str, Any], json.loads(out.stdout))
+
+    assert show()["job"]["state"] == "active" and show()["runs"] == []
+    for verb, state in (("pause", "paused"), ("resume", "active")):
+        out = run_cli("jobs", verb, "nightly", env=env)
+        assert out.returncode == 0 and out.stdout.strip() == f"{verb} nightly: ok", out.stderr
+        assert show()["job"]["state"] == state
+    now = run_cli("jobs", "run-now", "nightly", env=env)
+    assert now.returncode == 0 and now.stdout.startswith("run-now nightly: ok (nightly:"), now
+    runs = show()["runs"]
+    assert [(r["id"], r["status"]) for r in runs] == [("nightly:1", "queued")], runs
+    assert run_cli("jobs", "cancel", "nightly", env=env).returncode == 0
+    assert show()["job"]["state"] == "cancelled"
+    dead = run_cli("dead", env=env)
+    assert dead.returncode == 0 and json.loads(dead.stdout) == []
+
+
+def test_status_shows_due_jobs_streams_archive_lag_and_live_roles(redis_url: str) -> None:
+    prefix = f"cli{uuid.uuid4().hex[:8]}"
+    env = {"RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix}
+
+    async def setup() -> int:
+        client = await Client.connect(Settings.from_env(env))
+        try:
+            await client.engine.ensure_event_groups()  # an archiver exists, reads nothing
+            await client.schedule(JobDef(id="soon", task="mail.send", queue="mail",
+                                         schedule=Every(every_ms=60_000)))
+            now = await client.clock.now_ms()
+            await client.engine.heartbeat("w1", now)
+            return now
+        finally:
+            await client.close()
+
+    created_ms = asyncio.run(setup())
+    time.sleep(0.05)
+    out = run_cli("status", env=env)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["due"] == 1 and status["queues"] == {"mail": 0}
+    assert status["events"] == 1, "the job's creation, not yet archived"
+    assert status["archive_lag_ms"] >= status["now_ms"] - created_ms >= 50
+    assert list(status["workers"]) == ["w1"] and status["schedulers"] == {}

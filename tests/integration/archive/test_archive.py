@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec

@@ -6,17 +6,20 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 from typing import Any
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from rsched import pg
 from rsched.archiver import Archiver
 from rsched.clock import FakeClock, RedisClock
 from rsched.devservers import RedisServer
 from rsched.engine import Engine
 from rsched.models import At, Every, Immediate, JobDef, JobState, RetryPolicy, RunStatus
+from rsched.rebuild import rebuild
 from rsched.settings import ArchiverSettings, RedisSettings
 from rsched.tasks import TaskRegistry
 from tests.support import system
@@ -148,3 +151,57 @@ async def test_a_running_archiver_survives_redis_losing_its_data(
     assert not loop.done() and "consumer group gone" in caplog.text
     await archiver.stop()
     await asyncio.wait_for(loop, 15)
+
+
+async def test_rebuild_after_retention_dropped_every_run_continues_counter_and_slots(
+        own_redis: tuple[str, Any], archive_dsn: str, prefix: str, db: Any) -> None:
+    """A job whose runs all aged out of the archive (a weekly job, a week of runs kept)
+    still continues after its last fired slot, with the next run number."""
+    _, redis = own_redis
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
+    await engine.start()
+    clock = FakeClock(await RedisClock(redis).now_ms() - 180_005)  # 3 minute-slots ago
+    reg = registry()
+    c, s, w = system.client(engine, clock, reg), system.scheduler(engine, clock), \
+        system.worker(engine, clock, reg)
+    await w.start()
+    job = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
+    updated = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
+    for _ in range(3):
+        await system.fire_until_idle(s)
+        clock.advance(60_000)
+    await c.run_now(job)  # run 4: manual, not a slot
+    await c.update(updated, JobDef(task="ok", schedule=Every(every_ms=3_600_000)))
+    await w.tick(block_ms=None)
+    await w.drain()
+    before = {j: await c.get(j) for j in (job, updated)}
+    assert (before[job].runs, before[updated].runs) == (4, 3)
+
+    archiver = Archiver(engine, ArchiverSettings(dsn=archive_dsn, flush_s=0), clock, "a1")
+    await archiver.start()
+    while (await archiver.tick(block_ms=None, flush=True)).events:
+        pass
+    await archiver.close()
+    conn = await pg.connect(archive_dsn)
+    try:  # retention takes every partition the runs are in (today's too)
+        await pg.drop_old_partitions(conn, date.today() + timedelta(days=2), retention_days=1)
+    finally:
+        await conn.close()
+    assert (await (await db.execute("SELECT count(*) FROM runs")).fetchone())[0] == 0
+
+    await redis.flushall()
+    conn = await pg.connect(archive_dsn)
+    try:
+        report = await rebuild(engine, conn, clock.ms)
+    finally:
+        await conn.close()
+    assert report.jobs_restored == 2
+    after = {j: await c.get(j) for j in (job, updated)}
+    assert after[job].runs == 4 and after[job].next_ms == before[job].next_ms
+    assert after[updated].runs == 3, "the counter goes on after an update"
+    assert after[updated].next_ms == before[updated].next_ms, "the new version's schedule"
+
+    clock.ms = before[job].next_ms
+    await system.fire_until_idle(s)
+    runs = await c.runs(job)
+    assert [(r.id, r.slot_ms) for r in runs] == [(f"{job}:5", before[job].next_ms)]

@@ -22,7 +22,23 @@ async def test_migrations_run_twice_are_a_no_op(archive_dsn: str, db: Any) -> No
     finally:
         await conn.close()
     rows = await (await db.execute("SELECT version, name FROM rsched_migrations")).fetchall()
-    assert rows == [(1, "init"), (2, "skips")]
+    assert rows == [(1, "init"), (2, "skips"), (3, "job_marks")]
+
+
+async def test_commits_are_durable_whatever_the_servers_default(archive_dsn: str) -> None:
+    """The archiver acks events once COMMIT returns; the fixture's server runs with
+    synchronous_commit off (fast tests), so rsched's connections must turn it back on or
+    a PostgreSQL crash would lose commits whose events are already acked."""
+    conn = await pg.connect(archive_dsn)
+    try:
+        server_default = await (await conn.execute(
+            "SELECT boot_val, reset_val FROM pg_settings WHERE name = 'synchronous_commit'"
+        )).fetchone()
+        mine = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+    finally:
+        await conn.close()
+    assert server_default is not None and mine is not None
+    assert mine[0] == "on", f"server default {server_default}"
 
 
 async def test_retention_drops_whole_old_partitions(db: Any) -> None:
@@ -40,6 +56,47 @@ async def test_retention_drops_whole_old_partitions(db: Any) -> None:
     assert min(await pg.partitions(db)) == DAY - timedelta(days=30)
     rows = await (await db.execute("SELECT run_id FROM runs")).fetchall()
     assert rows == [("new:1",)]
+
+
+async def test_retention_keeps_the_marks_of_a_run_written_while_it_runs(
+        archive_dsn: str, db: Any) -> None:
+    """A late run (a retry of an old slot) is being written into a partition retention is
+    about to drop: retention waits for it and keeps its marks, or a rebuild would fire
+    that slot again."""
+    import asyncio
+
+    from tests.support.procs import eventually
+
+    await pg.ensure_partitions(db, DAY, back_days=40, ahead_days=0)
+    old = datetime(DAY.year, DAY.month, DAY.day, 12, tzinfo=UTC) - timedelta(days=35)
+    await db.execute("INSERT INTO jobs (job_id, state, ev_ms, ev_seq) VALUES ('j', 'active', 1, 0)")
+    insert = ("INSERT INTO runs (run_id, job_id, seq, status, attempt, slot_at, enqueued_at,"
+              " ev_ms, ev_seq) VALUES (%s, 'j', %s, 'succeeded', 1, %s, %s, 1, 0)")
+    await db.execute(insert, ("j:1", 1, old, old))
+    # its queued event never archived: run-now or not is unknown, so not a slot
+    await db.execute(insert, ("j:3", 3, old + timedelta(hours=2), None))
+    late, retention = await pg.connect(archive_dsn), await pg.connect(archive_dsn)
+    try:
+        async with late.transaction():
+            await late.execute(insert, ("j:2", 2, old + timedelta(hours=1),
+                                        old + timedelta(hours=1)))
+            task = asyncio.create_task(pg.drop_old_partitions(retention, DAY, 30))
+
+            async def waiting() -> bool:
+                row = await (await db.execute(
+                    "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                    (retention.info.backend_pid,))).fetchone()
+                return bool(row[0])
+
+            await eventually(waiting, "retention waiting for the late run's transaction")
+        assert old.date() in await asyncio.wait_for(task, 30)
+    finally:
+        await late.close()
+        await retention.close()
+    row = await (await db.execute(
+        "SELECT last_seq, last_slot_at FROM jobs WHERE job_id = 'j'")).fetchone()
+    assert row == (3, old + timedelta(hours=1))
+    assert (await (await db.execute("SELECT count(*) FROM runs")).fetchone())[0] == 0
 
 
 async def _seed_runs(db: Any, n: int) -> None:

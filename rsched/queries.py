@@ -1,0 +1,99 @@
+"""Read-only lookups of the engine: jobs, runs, dead letters, counts.
+
+Owns: reading job and run hashes, the jobs index, dead-letter streams and lengths into
+typed models. Must not: change anything in Redis (state changes go through the Lua
+scripts in engine.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rsched import codec
+from rsched.engine_base import EngineBase
+from rsched.models import DeadLetter, Job, JobState, Overlap, Run, RunStatus, Status
+from rsched.wire import job_of_run, opt_int, parse_run, text
+
+
+class Queries(EngineBase):
+    async def get_job(self, job_id: str) -> Job | None:
+        raw = await self.redis.hgetall(self.keys_for(job_id).job(job_id))
+        if not raw:
+            return None
+        h = {text(k): v for k, v in raw.items()}
+        last_run = text(h["cur"]) if h.get("cur") else None
+        return Job(
+            id=job_id, state=JobState(text(h["state"])), version=int(h["ver"]),
+            queue=text(h["queue"]), tenant=text(h["tenant"]), spec=codec.decode_spec(h["spec"]),
+            trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(text(h["overlap"])),
+            next_ms=opt_int(h.get("next")), last_slot_ms=opt_int(h.get("last")),
+            runs=int(h.get("runs", 0)), last_run_id=last_run,
+        )
+
+    async def list_jobs(self, shard: int, *, after: str = "", limit: int = 100) -> list[str]:
+        """Job ids of one shard in creation order, starting after job id ``after``."""
+        start = 0
+        if after:
+            rank = await self.redis.zrank(self.k[shard].jobs, after)
+            start = 0 if rank is None else rank + 1
+        ids = await self.redis.zrange(self.k[shard].jobs, start, start + limit - 1)
+        return [text(i) for i in ids]
+
+    async def get_run(self, run_id: str) -> Run | None:
+        k = self.keys_for(job_of_run(run_id))
+        raw = await self.redis.hgetall(k.run(run_id))
+        return parse_run(run_id, raw) if raw else None
+
+    async def job_runs(self, job_id: str, limit: int = 20) -> list[Run]:
+        """The job's most recent runs still held in Redis (newest first)."""
+        k = self.keys_for(job_id)
+        total = int(await self.redis.hget(k.job(job_id), "runs") or 0)
+        ids = [f"{job_id}:{n}" for n in range(total, max(0, total - limit), -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hgetall(k.run(rid))
+        rows = await pipe.execute()
+        return [parse_run(rid, raw) for rid, raw in zip(ids, rows, strict=True) if raw]
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        out: list[DeadLetter] = []
+        for k in self.k:
+            for entry_id, f in await self.redis.xrevrange(k.dead, count=limit):
+                h = {text(a): text(b) for a, b in f.items()}
+                out.append(DeadLetter(entry_id=text(entry_id), run_id=h["r"], job_id=h["j"],
+                                      queue=h["q"], status=RunStatus(h["st"]),
+                                      attempt=int(h["a"]), error=h["e"], at_ms=int(h["t"])))
+        out.sort(key=lambda d: d.at_ms, reverse=True)
+        return out[:limit]
+
+    async def known_tasks(self) -> set[str]:
+        return {text(t) for t in await self.redis.smembers(self.g.tasks)}
+
+    async def stream_lengths(self, queues: Sequence[str]) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        names = list(self._streams(queues)) + [k.events for k in self.k]
+        for n in names:
+            pipe.xlen(n)
+        return dict(zip(names, await pipe.execute(), strict=True))
+
+    async def due_count(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.k:
+            pipe.zcard(k.due)
+        return sum(await pipe.execute())
+
+    async def status(self, now_ms: int, lag_ms: int) -> Status:
+        """Counts and liveness for `rsched status`; ``lag_ms`` is the archive lag
+        (archive_feed.py computes it)."""
+        queues = sorted(text(q) for q in await self.redis.smembers(self.g.queues))
+        lengths = await self.stream_lengths(queues)
+        events = {k.events for k in self.k}
+        per_queue = {q: sum(n for s, n in lengths.items()
+                            if s not in events and self._stream_of[s][1] == q) for q in queues}
+        workers = await self.redis.zrange(self.g.workers, 0, -1, withscores=True)
+        schedulers = await self.redis.zrange(self.g.schedulers, 0, -1, withscores=True)
+        return Status(
+            now_ms=now_ms, due=await self.due_count(), queues=per_queue,
+            events=sum(n for s, n in lengths.items() if s in events), archive_lag_ms=lag_ms,
+            workers={text(w): max(0, now_ms - int(t)) for w, t in workers},
+            schedulers={text(w): max(0, now_ms - int(t)) for w, t in schedulers})

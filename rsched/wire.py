@@ -1,0 +1,96 @@
+"""What crosses the engine's boundary: the typed values its methods take and return, and
+the parsing of Redis replies and stream entry ids into them.
+
+Owns: DueItem, Fire, Delivery, Outcome, reply decoding helpers. Must not: talk to Redis
+or know key names (engine.py and its parts do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rsched.keys import RETRY_PREFIX
+from rsched.models import Run, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DueItem:
+    member: str  # job id, or "r:<run id>" for a retry
+    score: str  # exactly as read: the compare-and-set token for fire_due
+    sched: bytes  # Trigger blob; b"" for retries
+
+    @property
+    def is_retry(self) -> bool:
+        return self.member.startswith(RETRY_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    member: str
+    read_score: str
+    next_ms: int | None
+    fire: bool = True
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    shard: int
+    queue: str
+    entry_id: str
+    run_id: str
+    job_id: str
+    attempt: int
+    slot_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    run_id: str
+    attempt: int
+    status: RunStatus  # succeeded | cancelled
+    result: str = ""
+
+
+def text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def opt_int(v: Any) -> int | None:
+    return int(v) if v not in (None, b"", "") else None
+
+
+def job_of_run(run_id: str) -> str:
+    return run_id.rsplit(":", 1)[0]
+
+
+def parse_run(run_id: str, raw: dict[Any, Any]) -> Run:
+    h = {text(k): text(v) for k, v in raw.items()}
+    return Run(
+        id=run_id, job_id=h.get("job", job_of_run(run_id)), queue=h.get("queue", ""),
+        tenant=h.get("tenant", ""), status=RunStatus(h["st"]), attempt=int(h.get("att", 1)),
+        slot_ms=int(float(h.get("slot", 0))), enqueued_ms=opt_int(h.get("enq")),
+        started_ms=opt_int(h.get("start")), finished_ms=opt_int(h.get("end")),
+        worker=h.get("worker"), error=h.get("err"),
+    )
+
+
+def pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:
+    it = iter(flat or ())
+    return dict(zip(it, it))  # noqa: B905 (pairs: an even count by protocol)
+
+
+def split_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_lt(a: str, b: str) -> bool:
+    return split_id(a) < split_id(b)
+
+
+def next_id(entry_id: str) -> str:
+    ms, seq = split_id(entry_id)
+    return f"{ms}-{seq + 1}"
