@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from load.collect import judge, lags, read_events, span_ms
+from load.collect import judge, lags, read_events, span_ms, worst_lag_windows
 from load.procs import REPO, Roles, cpu_s, machine_cpu_s
 from rsched.client import Client
 from rsched.devservers import RedisServer
@@ -292,6 +292,7 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
             used(r, 0) + used(r, 1) for r in ("worker", "scheduler", "redis"))
             - sum(me1) + sum(me0)) / max(0.001, (box1[1] - box0[1]) / cores()), 2),
         "events_read": facts.events,
+        "worst_fire_lag_windows": worst_lag_windows(facts),
         "redis_commands_per_job": command_costs(stats, done),
     }
 

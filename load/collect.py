@@ -134,6 +134,21 @@ def lags(facts: Facts) -> dict[str, dict[str, float]]:
     }
 
 
+def worst_lag_windows(facts: Facts, top: int = 10, window_ms: int = 100
+                      ) -> list[dict[str, float]]:
+    """The ``top`` windows of slot time with the largest fire lag (slot -> enqueued):
+    when lag spikes, this says whether it is one stall or a period (GC, trims, reclaims)."""
+    worst: dict[int, int] = {}
+    for r in facts.runs.values():
+        w = r.slot_ms // window_ms
+        worst[w] = max(worst.get(w, 0), r.enq_ms - r.slot_ms)
+    if not worst:
+        return []
+    t0 = min(worst)
+    ranked = sorted(worst.items(), key=lambda kv: -kv[1])[:top]
+    return [{"at_s": (w - t0) * window_ms / 1000, "fire_lag_ms": lag} for w, lag in ranked]
+
+
 def span_ms(facts: Facts) -> tuple[int, int]:
     """(earliest slot, latest completion) of the completed runs."""
     runs = [r for r in facts.runs.values() if r.successes]
