@@ -32,4 +32,8 @@ def test_bench_counts_every_run_once_and_writes_json(tmp_path: Path, scenario: s
     assert counts["unexpected"] == counts["executed_twice"] == 0
     assert counts["completed"] == counts["expected"]
     assert saved["fire_lag_ms"]["n"] == counts["expected"]
+    worst = saved["worst_fire_lag_windows"]
+    assert 0 < len(worst) <= 10
+    assert worst[0]["fire_lag_ms"] == saved["fire_lag_ms"]["max"]
+    assert all(a["fire_lag_ms"] >= b["fire_lag_ms"] for a, b in zip(worst, worst[1:]))
     assert bench.markdown_row(saved).count("|") == bench.HEADER.splitlines()[0].count("|")
