@@ -52,16 +52,22 @@ def registry() -> TaskRegistry:
     return reg
 
 
+async def three_slots_ago(redis: Any, prefix: str) -> tuple[Engine, FakeClock, Any, Any, Any]:
+    """An engine on ``redis``, a clock three minute-slots in the past, and a client,
+    scheduler and (started) worker on them."""
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
+    await engine.start()
+    clock = FakeClock(await RedisClock(redis).now_ms() - 180_005)
+    reg = registry()
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    return engine, clock, system.client(engine, clock, reg), system.scheduler(engine, clock), w
+
+
 async def test_flushall_then_rebuild_restores_every_job_without_refiring(
         own_redis: tuple[str, Any], archive_dsn: str, prefix: str) -> None:
     url, redis = own_redis
-    engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
-    await engine.start()
-    clock = FakeClock(await RedisClock(redis).now_ms() - 180_005)  # 3 minute-slots ago
-    reg = registry()
-    c, s, w = system.client(engine, clock, reg), system.scheduler(engine, clock), \
-        system.worker(engine, clock, reg)
-    await w.start()
+    engine, clock, c, s, w = await three_slots_ago(redis, prefix)
     every = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
     paused = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
     cancelled = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
@@ -96,6 +102,7 @@ async def test_flushall_then_rebuild_restores_every_job_without_refiring(
 
     engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
     await engine.start()
+    reg = registry()
     c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
     w = system.worker(engine, clock, reg)
     await w.start()
@@ -158,13 +165,7 @@ async def test_rebuild_after_retention_dropped_every_run_continues_counter_and_s
     """A job whose runs all aged out of the archive (a weekly job, a week of runs kept)
     still continues after its last fired slot, with the next run number."""
     _, redis = own_redis
-    engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
-    await engine.start()
-    clock = FakeClock(await RedisClock(redis).now_ms() - 180_005)  # 3 minute-slots ago
-    reg = registry()
-    c, s, w = system.client(engine, clock, reg), system.scheduler(engine, clock), \
-        system.worker(engine, clock, reg)
-    await w.start()
+    engine, clock, c, s, w = await three_slots_ago(redis, prefix)
     job = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
     updated = await c.schedule(JobDef(task="ok", schedule=Every(every_ms=60_000)))
     for _ in range(3):
