@@ -67,7 +67,10 @@ class RedisServer:
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "always", "--daemonize", "no", "--logfile",
                 os.path.join(self.dir, "redis.log")]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own: a Ctrl-C or a group signal meant for the program that
+        # started it must not stop the server before that program has stopped its roles.
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
         _wait_port(self.port, self.proc, "redis-server")
         return self
 
@@ -113,7 +116,7 @@ class PostgresServer:
         env = dict(os.environ, LC_ALL="C.UTF-8")
         uid, gid = _postgres_ids()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       env=env, user=uid, group=gid)
+                       env=env, user=uid, group=gid, start_new_session=True)  # as RedisServer
 
     def init(self) -> PostgresServer:
         data = os.path.join(self.dir, "data")

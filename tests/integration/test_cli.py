@@ -11,9 +11,10 @@ import sys
 import time
 import uuid
 from typing import Any, cast
+from urllib.parse import urlparse
 
 from rsched.client import Client
-from rsched.devservers import free_port
+from rsched.devservers import free_port, reachable
 from rsched.models import Cron, Every, JobDef
 from rsched.settings import Settings
 
@@ -30,7 +31,7 @@ def test_dev_starts_private_redis_and_prints_every_second() -> None:
     env = {**os.environ, "RSCHED_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
            "RSCHED_ARCHIVER__DSN": f"postgresql://nobody@127.0.0.1:{free_port()}/none"}
     proc = subprocess.Popen([*RSCHED, "dev"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+                            text=True, env=env, start_new_session=True)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 90
@@ -41,13 +42,17 @@ def test_dev_starts_private_redis_and_prints_every_second() -> None:
                 break
             lines.append(line)
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole group
         rest, _ = proc.communicate(timeout=30)
     hellos = [ln for ln in lines if "hello, rsched!" in ln]
     assert len(hellos) >= 3, "".join(lines + [rest])
-    assert "started a private redis-server" in "".join(lines)
+    [started] = [ln for ln in lines if "started a private redis-server at" in ln]
     assert proc.returncode == 0, rest
     assert "Traceback" not in "".join(lines) + rest
+    # the roles stopped before the private servers did, and those are gone
+    assert "unavailable" not in rest and "without final flush" not in rest, rest
+    port = urlparse(started.split(" at ", 1)[1].strip()).port
+    assert port is not None and not reachable("127.0.0.1", port)
 
 
 def test_preview_prints_next_fires_and_rejects_bad_cron_without_traceback(
