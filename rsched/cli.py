@@ -317,14 +317,20 @@ def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
     since_ms, until_ms = _ms_of(since), _ms_of(until)
 
     async def go(conn: DbConn) -> Any:
+        versions = await history.versions(conn, job_id)
+        if not versions:  # every job's creation is archived as its version 1
+            return None
         page = await history.job_runs(conn, job_id, status=status, cursor=cursor, limit=limit,
                                       since_ms=since_ms, until_ms=until_ms)
         return {"runs": page.runs, "next_cursor": page.cursor,
-                "stats": await history.stats(conn, job_id),
-                "versions": await history.versions(conn, job_id),
+                "stats": await history.stats(conn, job_id), "versions": versions,
                 "skips": await history.skips(conn, job_id, limit=10)}
 
-    _print(_with_db(s, go))
+    doc = _with_db(s, go)
+    if doc is None:
+        _fail(f"job {job_id!r} is not in the archive (unknown, or created too recently to be"
+              " archived yet: see the archive lag in `rsched status`)", 1)
+    _print(doc)
 
 
 @app.command()

@@ -203,6 +203,11 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
     until = datetime.fromtimestamp((second.slot_ms + 1) / 1000, UTC).isoformat()
     window = cli_history("--since", since, "--until", until)
     assert [r["id"] for r in window["runs"]] == [f"{job}:2"]
+    unknown = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()",
+                              "jobs", "history", "no-such-job"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert "job 'no-such-job' is not in the archive" in unknown.stderr
 
 
 async def test_misfire_skips_and_free_text_errors_are_archived(make_engine: Any,
