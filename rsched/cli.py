@@ -41,6 +41,8 @@ T = TypeVar("T")
 RedisUrl = Annotated[str | None, typer.Option("--redis-url", envvar="RSCHED_REDIS__URL",
                                               help="Redis URL")]
 
+Limit = Annotated[int, typer.Option(min=1, max=1000, help="how many to print")]
+
 
 def _settings(redis_url: str | None = None, **overrides: Any) -> Settings:
     extra = {k: v for k, v in overrides.items() if v is not None}
@@ -165,7 +167,7 @@ def _print(obj: Any) -> None:
 
 
 @jobs_app.command("list")
-def jobs_list(redis_url: RedisUrl = None, limit: int = 50, after: str = "") -> None:
+def jobs_list(redis_url: RedisUrl = None, limit: Limit = 50, after: str = "") -> None:
     """List job ids (pass the last one as --after for the next page)."""
     ids = _with_client(_settings(redis_url), lambda c: c.list_jobs(after=after, limit=limit))
     for job_id in ids:
@@ -306,7 +308,7 @@ def _ms_of(iso: str | None) -> int | None:
 
 @jobs_app.command("history")
 def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
-                 status: RunStatus | None = None, limit: int = 20,
+                 status: RunStatus | None = None, limit: Limit = 20,
                  cursor: str | None = None,
                  since: Annotated[str | None, typer.Option(help="slots from (ISO 8601)")] = None,
                  until: Annotated[str | None, typer.Option(help="slots before (ISO 8601)")] = None,
@@ -334,7 +336,7 @@ def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
 
 
 @app.command()
-def dead(redis_url: RedisUrl = None, limit: int = 20) -> None:
+def dead(redis_url: RedisUrl = None, limit: Limit = 20) -> None:
     """List dead-lettered runs, newest first."""
     _print(_with_client(_settings(redis_url), lambda c: c.dead_letters(limit)))
 

@@ -15,6 +15,9 @@ from typing import Any
 import msgspec
 
 from rsched.errors import ConfigError
+from rsched.keys import validate_queue
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +78,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api: ApiSettings = ApiSettings()
 
     def __post_init__(self) -> None:
+        scheme = self.redis.url.partition("://")[0]
+        if scheme not in REDIS_SCHEMES or "://" not in self.redis.url:
+            raise ConfigError(f"redis.url {self.redis.url!r}: use redis://, rediss:// or unix://")
+        for queue in self.worker.queues:
+            validate_queue(queue)
         if not 1 <= self.redis.shards <= 1024:
             raise ConfigError("redis.shards must be within 1..1024")
         if self.worker.concurrency < 1 or self.worker.batch < 1:

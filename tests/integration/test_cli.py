@@ -77,6 +77,13 @@ def test_admin_verbs_on_unknown_job_and_unreachable_redis_fail_cleanly(redis_url
     down = run_cli("jobs", "list", env={"RSCHED_REDIS__URL": f"redis://127.0.0.1:{free_port()}"})
     assert down.returncode == 3 and "cannot reach Redis" in down.stderr
     assert "Traceback" not in missing.stderr + down.stderr
+    bad_url = run_cli("jobs", "list", "--redis-url", "http://127.0.0.1:6379")
+    assert bad_url.returncode == 2 and "use redis://, rediss:// or unix://" in bad_url.stderr
+    bad_queue = run_cli("worker", "--queues", "a b", env={"RSCHED_REDIS__URL": redis_url})
+    assert bad_queue.returncode == 2 and "invalid queue name 'a b'" in bad_queue.stderr
+    bad_limit = run_cli("jobs", "list", "--limit", "0", env={"RSCHED_REDIS__URL": redis_url})
+    assert bad_limit.returncode == 2 and "--limit" in bad_limit.stderr
+    assert "Traceback" not in bad_url.stderr + bad_queue.stderr + bad_limit.stderr
 
 
 def test_admin_verbs_list_show_and_change_a_job(redis_url: str) -> None:

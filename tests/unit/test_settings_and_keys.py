@@ -36,6 +36,9 @@ def test_env_file_is_below_environment(tmp_path: object) -> None:
     {"RSCHED_REDIS__SHARDS": "0"},
     {"RSCHED_WORKER__CONCURRENCY": "lots"},
     {"RSCHED_WORKER__LEASE_S": "1", "RSCHED_WORKER__HEARTBEAT_S": "5"},
+    {"RSCHED_REDIS__URL": "http://127.0.0.1:6379"},
+    {"RSCHED_REDIS__URL": "127.0.0.1:6379"},
+    {"RSCHED_WORKER__QUEUES": "default,has space"},
 ])
 def test_bad_settings_raise_config_error(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
