@@ -133,8 +133,6 @@ class Engine(Queries, ArchiveFeed):
     async def run_now(self, job_id: str, now_ms: int) -> str:
         return text(await self._job_op("run_now", job_id, now_ms))
 
-
-
     # -- scheduler ----------------------------------------------------------------------
     def _peek_args(self, shard: int, now_ms: int, limit: int
                    ) -> tuple[dict[str, str], dict[str, Any]]:
@@ -250,7 +248,6 @@ class Engine(Queries, ArchiveFeed):
         await self._call("release_lease", {"lease": k.lease}, {"owner": owner})
 
     # -- workers ------------------------------------------------------------------------
-
     async def ensure_groups(self, queues: Iterable[str]) -> None:
         for stream in self._streams(queues):
             try:

@@ -78,8 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api: ApiSettings = ApiSettings()
 
     def __post_init__(self) -> None:
-        scheme = self.redis.url.partition("://")[0]
-        if scheme not in REDIS_SCHEMES or "://" not in self.redis.url:
+        scheme, sep, _ = self.redis.url.partition("://")
+        if not sep or scheme not in REDIS_SCHEMES:
             raise ConfigError(f"redis.url {self.redis.url!r}: use redis://, rediss:// or unix://")
         for queue in self.worker.queues:
             validate_queue(queue)

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from typing import Any, cast
@@ -17,13 +16,7 @@ from rsched.client import Client
 from rsched.devservers import free_port, reachable
 from rsched.models import Cron, Every, JobDef
 from rsched.settings import Settings
-
-RSCHED = [sys.executable, "-c", "from rsched.cli import main; main()"]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RSCHED, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+from tests.support.procs import RSCHED, run_cli
 
 
 def test_dev_starts_private_redis_and_prints_every_second() -> None:

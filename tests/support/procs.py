@@ -1,8 +1,9 @@
-"""Role subprocesses (`rsched worker`, `rsched scheduler`) for the chaos tests, and polling.
+"""Role subprocesses (`rsched worker`, `rsched scheduler`) for the chaos tests, `rsched`
+commands run to completion, and polling.
 
-Owns: spawning roles with RSCHED_* settings in the environment, signalling, reaping,
-their log files, and ``eventually`` (poll a condition with a generous deadline instead of
-sleeping a fixed time). Must not: decide what a test asserts.
+Owns: running `rsched` commands, spawning roles with RSCHED_* settings in the environment,
+signalling, reaping, their log files, and ``eventually`` (poll a condition with a
+generous deadline instead of sleeping a fixed time). Must not: decide what a test asserts.
 
 Every process a ``Roles`` starts is SIGKILLed and reaped when the test ends, so a
 failing test never leaks a worker (nor a ResourceWarning, which the suite treats as an
@@ -26,6 +27,14 @@ from rsched.engine import Engine
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+# The `rsched` command line as a subprocess (no console script needed on the PATH).
+RSCHED = [sys.executable, "-c", "from rsched.cli import main; main()"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``rsched <args>`` to completion; ``env`` adds to this process's environment."""
+    return subprocess.run([*RSCHED, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
 
 
 async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout_s: float = 30.0,
@@ -116,7 +125,7 @@ class Roles:
         log_path = self.log_dir / f"{role}-{n}.log"
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-c", "from rsched.cli import main; main()", role,
+                [*RSCHED, role,
                  "--log-level", "INFO"],
                 env=self.env(dotted), cwd=self.log_dir, stdout=out, stderr=subprocess.STDOUT)
         r = Role(f"{role}-{n} (pid {proc.pid})", proc, log_path)

@@ -17,6 +17,7 @@ from rsched.models import Every, Immediate, JobDef, RetryPolicy
 from rsched.settings import ArchiverSettings
 from rsched.tasks import TaskRegistry
 from tests.support import system
+from tests.support.procs import run_cli
 
 
 @pytest.fixture
@@ -164,10 +165,6 @@ async def test_job_versions_and_states_are_kept(make_engine: Any, clock: FakeClo
 async def test_recent_runs_overlay_live_redis_state_and_cli_history(
         make_engine: Any, clock: FakeClock, make_archiver: Any, archive_dsn: str, db: Any,
         redis_url: str, prefix: str) -> None:
-    import os
-    import subprocess
-    import sys
-
     from rsched import history
 
     engine = await make_engine(shards=2)
@@ -181,13 +178,11 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
     assert [(r.id, r.status.value) for r in runs] == [
         (f"{job}:4", "queued"), (f"{job}:3", "succeeded"), (f"{job}:2", "succeeded"),
         (f"{job}:1", "succeeded")]
-    env = {**os.environ, "RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix,
+    env = {"RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix,
            "RSCHED_REDIS__SHARDS": "2", "RSCHED_ARCHIVER__DSN": archive_dsn}
 
     def cli_history(*args: str) -> Any:
-        out = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()",
-                              "jobs", "history", job, *args], capture_output=True, text=True,
-                             env=env, timeout=60)
+        out = run_cli("jobs", "history", job, *args, env=env)
         assert out.returncode == 0, out.stderr
         return msgspec.json.decode(out.stdout)
 
@@ -203,9 +198,7 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
     until = datetime.fromtimestamp((second.slot_ms + 1) / 1000, UTC).isoformat()
     window = cli_history("--since", since, "--until", until)
     assert [r["id"] for r in window["runs"]] == [f"{job}:2"]
-    unknown = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()",
-                              "jobs", "history", "no-such-job"], capture_output=True, text=True,
-                             env=env, timeout=60)
+    unknown = run_cli("jobs", "history", "no-such-job", env=env)
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert "job 'no-such-job' is not in the archive" in unknown.stderr
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
@@ -23,6 +20,7 @@ from rsched.rebuild import rebuild
 from rsched.settings import ArchiverSettings, RedisSettings
 from rsched.tasks import TaskRegistry
 from tests.support import system
+from tests.support.procs import run_cli
 
 SHARDS = 4
 
@@ -92,11 +90,10 @@ async def test_flushall_then_rebuild_restores_every_job_without_refiring(
     await archiver.close()
 
     await redis.flushall()
-    env = {**os.environ, "RSCHED_REDIS__URL": url, "RSCHED_REDIS__PREFIX": prefix,
-           "RSCHED_REDIS__SHARDS": str(SHARDS), "RSCHED_ARCHIVER__DSN": archive_dsn,
-           "RSCHED_REDIS__FAST_CLIENT": "false"}
-    out = subprocess.run([sys.executable, "-c", "from rsched.cli import main; main()",
-                          "rebuild"], capture_output=True, text=True, env=env, timeout=60)
+    out = run_cli("rebuild", env={
+        "RSCHED_REDIS__URL": url, "RSCHED_REDIS__PREFIX": prefix,
+        "RSCHED_REDIS__SHARDS": str(SHARDS), "RSCHED_ARCHIVER__DSN": archive_dsn,
+        "RSCHED_REDIS__FAST_CLIENT": "false"})
     assert out.returncode == 0, out.stderr
     assert "restored 6 job(s)" in out.stdout and "re-queued 1 unfinished run(s)" in out.stdout
 
