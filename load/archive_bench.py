@@ -21,20 +21,19 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from rsched import pg, runner
-from rsched.archiver import Archiver
-from rsched.client import connect_redis
-from rsched.clock import RedisClock
+from rsched.archive import pg
+from rsched.archive.archiver import Archiver
 from rsched.devservers import PostgresServer, RedisServer
 from rsched.engine import Engine
+from rsched.roles import runner
 from rsched.settings import ArchiverSettings, RedisSettings, Settings
 
 
 async def prefill(engine: Engine, runs: int) -> None:
-    now = await RedisClock(engine.redis).now_ms()
-    pipe = engine.redis.pipeline(transaction=False)
+    now = await engine.clock().now_ms()
+    pipe = engine.core.redis.pipeline(transaction=False)
     for i in range(runs):
-        k = engine.k[i % engine.shards]
+        k = engine.core.shard_keys[i % engine.shards]
         run, job = f"job{i}:1", f"job{i}"
         common: dict[str, Any] = {"t": now, "k": "run", "r": run, "j": job, "slot": now}
         pipe.xadd(k.events, {**common, "st": "queued", "att": 1, "q": "default",
@@ -63,13 +62,12 @@ def _drain(redis_url: str, dsn: str, batch: int, consumer: str) -> tuple[int, fl
 
     async def go() -> int:
         settings = Settings(redis=RedisSettings(url=redis_url, prefix="bench", shards=16))
-        redis = connect_redis(settings)  # as `rsched archiver` connects (hiredis fast path)
-        engine = Engine(redis, settings.redis)
+        engine = await Engine.connect(settings)  # as `rsched archiver` connects (hiredis)
         archiver = Archiver(engine, ArchiverSettings(dsn=dsn, batch=batch, flush_s=0),
-                            RedisClock(redis), consumer)
+                            engine.clock(), consumer)
         events = await drain(archiver)
         await archiver.close()
-        await redis.aclose()
+        await engine.close()
         return events
 
     runner.tune_gc_for_bulk()  # as `rsched archiver` does
@@ -107,7 +105,7 @@ async def bench(runs: int, batch: int, archivers: int = 1) -> dict[str, Any]:
         redis = aioredis.Redis.from_url(redis_server.url)
         engine = Engine(redis, RedisSettings(prefix="bench", shards=16))
         await engine.start()
-        await engine.ensure_event_groups()
+        await engine.feed.ensure_event_groups()
         conn = await pg.connect(pg_server.dsn)
         await pg.migrate(conn)
         await pg.ensure_partitions(conn, datetime.now(UTC).date(), back_days=1)

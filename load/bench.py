@@ -35,7 +35,7 @@ from load.procs import REPO, Roles, cpu_s, machine_cpu_s
 from rsched.client import Client
 from rsched.devservers import RedisServer
 from rsched.engine import Engine
-from rsched.keys import WORKER_GROUP
+from rsched.engine.keys import WORKER_GROUP
 from rsched.models import At, Every, JobDef
 from rsched.settings import Settings
 
@@ -98,8 +98,8 @@ async def wait_ready(engine: Engine, a: argparse.Namespace, roles: Roles) -> Non
     while time.monotonic() < deadline:
         if roles.dead():
             raise RuntimeError(f"role(s) exited early: {roles.dead()}\n{roles.logs()}")
-        workers = await engine.redis.zcard(engine.g.workers)
-        owners = await engine.redis.mget([k.lease for k in engine.k])
+        workers = await engine.core.redis.zcard(engine.core.global_keys.workers)
+        owners = await engine.core.redis.mget([k.lease for k in engine.core.shard_keys])
         held = [o for o in owners if o]
         per = {o: held.count(o) for o in set(held)}
         fair = -(-engine.shards // max(1, a.schedulers))
@@ -112,8 +112,8 @@ async def wait_ready(engine: Engine, a: argparse.Namespace, roles: Roles) -> Non
 
 async def progress(engine: Engine) -> tuple[int, int, int]:
     """(due entries, undelivered entries, pending entries) over every shard."""
-    pipe = engine.redis.pipeline(transaction=False)
-    for k in engine.k:
+    pipe = engine.core.redis.pipeline(transaction=False)
+    for k in engine.core.shard_keys:
         pipe.zcard(k.due)
         pipe.xinfo_groups(k.queue(QUEUE))
     replies = await pipe.execute(raise_on_error=False)
@@ -148,7 +148,7 @@ async def wait_done(engine: Engine, plan: Plan, floor_due: int, timeout_s: float
 
 
 async def engine_now(engine: Engine) -> int:
-    sec, usec = await engine.redis.time()
+    sec, usec = await engine.core.redis.time()
     return int(sec) * 1000 + int(usec) // 1000
 
 
@@ -167,7 +167,7 @@ async def preload(client: Client, n: int) -> dict[str, Any]:
     """n jobs due in 30 days: a large due index the measured fires must not feel."""
     if not n:
         return {}
-    redis = client.engine.redis
+    redis = client.engine.core.redis
     before = int((await redis.info("memory"))["used_memory"])
     far = await engine_now(client.engine) + 30 * 86400 * 1000
     seconds = 0.0
@@ -176,7 +176,8 @@ async def preload(client: Client, n: int) -> dict[str, Any]:
                 for j in range(i, min(n, i + 50_000))]
         seconds += await create(client, part, single=False)
     after = int((await redis.info("memory"))["used_memory"])
-    events = sum([int(await redis.memory_usage(k.events) or 0) for k in client.engine.k])
+    events = sum([int(await redis.memory_usage(k.events) or 0)
+                  for k in client.engine.core.shard_keys])
     return {"jobs": n, "seconds": round(seconds, 2), "per_s": round(n / seconds),
             "used_memory_before": before, "used_memory_after": after,
             "bytes_per_job": round((after - before) / n),
@@ -241,12 +242,12 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
         create_s = await create(client, plan.jobs, a.single_create)
         late = await engine_now(engine) > plan.first_ms
         cpu0, redis0, box0, me0 = roles.cpu(), cpu_s(redis_pid), machine_cpu_s(), cpu_s(os.getpid())
-        await engine.redis.config_resetstat()
+        await engine.core.redis.config_resetstat()
         finished = await wait_done(engine, plan, floor_due, a.timeout_s, roles)
         cpu1, redis1, box1, me1 = roles.cpu(), cpu_s(redis_pid), machine_cpu_s(), cpu_s(os.getpid())
-        stats = await engine.redis.info("commandstats")
+        stats = await engine.core.redis.info("commandstats")
         roles.stop()
-        facts = await read_events(engine.redis, engine.k, since)
+        facts = await read_events(engine.core.redis, engine.core.shard_keys, since)
     finally:
         roles.stop()
         await client.close()

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rsched.keys import ShardKeys
+from rsched.engine.keys import ShardKeys
 
 
 @dataclass

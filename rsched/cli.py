@@ -7,13 +7,10 @@ logging and calls asyncio.run(...). Must not: hold scheduling or execution logic
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlparse
 
@@ -22,13 +19,15 @@ import psycopg
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from rsched import history, log, pg, runner
+from rsched import log
+from rsched.archive import history, pg
+from rsched.archive.rebuild import rebuild as rebuild_from
 from rsched.client import Client
-from rsched.clock import RedisClock
 from rsched.devservers import PostgresServer, RedisServer, reachable
+from rsched.engine import Engine
 from rsched.errors import RschedError
 from rsched.models import Cron, Every, RunStatus, Schedule
-from rsched.rebuild import rebuild as rebuild_from
+from rsched.roles import runner
 from rsched.settings import Settings
 
 app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True,
@@ -285,11 +284,11 @@ def rebuild(redis_url: RedisUrl = None, dsn: Dsn = None) -> None:
     s = _settings(redis_url, **{"archiver.dsn": dsn})
 
     async def go(conn: DbConn) -> Any:
-        engine = await runner.engine_for(s)
+        engine = await Engine.connect(s)
         try:
-            return await rebuild_from(engine, conn, await RedisClock(engine.redis).now_ms())
+            return await rebuild_from(engine, conn, await engine.clock().now_ms())
         finally:
-            await engine.redis.aclose()
+            await engine.close()
 
     report = _with_db(s, go)
     typer.echo(f"restored {report.jobs_restored} job(s), {report.jobs_present} already in"
@@ -339,19 +338,6 @@ def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
 def dead(redis_url: RedisUrl = None, limit: Limit = 20) -> None:
     """List dead-lettered runs, newest first."""
     _print(_with_client(_settings(redis_url), lambda c: c.dead_letters(limit)))
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                               "help_option_names": []})
-def bench(ctx: typer.Context) -> None:
-    """Engine benchmark (load/bench.py, from a source checkout); every option is passed
-    on: `rsched bench --scenario burst --jobs 100000`, `rsched bench --help`."""
-    root = str(Path(__file__).resolve().parents[1])
-    if not Path(root, "load", "bench.py").exists():
-        _fail("rsched bench runs load/bench.py from a source checkout of rsched")
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    importlib.import_module("load.bench").main(list(ctx.args))
 
 
 def main() -> None:

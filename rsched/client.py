@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
-from rsched.clock import Clock, RedisClock
+from rsched.clock import Clock
 from rsched.engine import Engine
 from rsched.errors import DuplicateJob, JobNotFound, ValidationError
-from rsched.fastredis import FastRedis
-from rsched.keys import JOB_ID, validate_queue
 from rsched.models import DeadLetter, Job, JobDef, Run, Schedule, Status
+from rsched.names import validate_job_id, validate_queue
 from rsched.settings import Settings
 from rsched.tasks import TaskRegistry
 from rsched.timing import first_fire, preview, validate_schedule
-
-
-def connect_redis(settings: Settings) -> Any:
-    r = settings.redis
-    # A blocking pool makes a burst of concurrent calls (e.g. many failing runs) wait for
-    # a connection instead of failing with "Too many connections".
-    pool = aioredis.BlockingConnectionPool.from_url(
-        r.url, max_connections=r.max_connections, timeout=r.socket_timeout_s,
-        socket_timeout=r.socket_timeout_s, socket_connect_timeout=r.connect_timeout_s,
-        health_check_interval=30)
-    redis = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
-    if r.fast_client and FastRedis.usable(redis):
-        return FastRedis(redis)  # hot-path commands without redis-py's per-call layers
-    return redis
 
 
 class Client:
@@ -46,13 +29,11 @@ class Client:
 
     @classmethod
     async def connect(cls, settings: Settings, registry: TaskRegistry | None = None) -> Client:
-        redis = connect_redis(settings)
-        engine = Engine(redis, settings.redis, events_maxlen=settings.scheduler.events_maxlen)
-        await engine.start()
-        return cls(engine, RedisClock(redis), registry)
+        engine = await Engine.connect(settings)
+        return cls(engine, engine.clock(), registry)
 
     async def close(self) -> None:
-        await self.engine.redis.aclose()
+        await self.engine.close()
 
     async def _validate(self, job: JobDef, now_ms: int) -> None:
         self._check(job, now_ms, await self._known_tasks())
@@ -60,7 +41,7 @@ class Client:
     async def _known_tasks(self) -> set[str]:
         if self.registry is not None:
             return set(self.registry.names())
-        return await self.engine.known_tasks()
+        return await self.engine.query.known_tasks()
 
     @staticmethod
     def _check(job: JobDef, now_ms: int, known: set[str]) -> None:
@@ -68,8 +49,8 @@ class Client:
             msgspec.convert(msgspec.to_builtins(job), JobDef)
         except msgspec.ValidationError as exc:
             raise ValidationError(f"invalid job: {exc}") from exc
-        if job.id is not None and not JOB_ID.match(job.id):
-            raise ValidationError(f"invalid job id {job.id!r}: use 1-128 of [A-Za-z0-9_.-]")
+        if job.id is not None:
+            validate_job_id(job.id)
         validate_queue(job.queue)
         if not job.task:
             raise ValidationError("task: must not be empty")
@@ -82,7 +63,7 @@ class Client:
         now = await self.clock.now_ms()
         await self._validate(job, now)
         job_id = job.id or uuid.uuid4().hex
-        await self.engine.schedule_job(job_id, job, now_ms=now,
+        await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
                                        next_ms=first_fire(job.schedule, now), expect_version=0)
         return job_id
 
@@ -96,7 +77,7 @@ class Client:
         for job in jobs:
             self._check(job, now, known)
         ids = [job.id or uuid.uuid4().hex for job in jobs]
-        codes = await self.engine.schedule_many(
+        codes = await self.engine.jobs.schedule_many(
             [(job_id, job, first_fire(job.schedule, now)) for job_id, job in zip(ids, jobs,
                                                                                 strict=True)],
             now_ms=now, chunk=chunk)
@@ -115,12 +96,12 @@ class Client:
         if version is None:
             current = await self.get(job_id)
             version = current.version
-        return await self.engine.schedule_job(job_id, job, now_ms=now,
+        return await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
                                               next_ms=first_fire(job.schedule, now),
                                               expect_version=version)
 
     async def get(self, job_id: str) -> Job:
-        job = await self.engine.get_job(job_id)
+        job = await self.engine.query.get_job(job_id)
         if job is None:
             raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
         return job
@@ -130,38 +111,38 @@ class Client:
         out: list[str] = []
         start = self.engine.keys_for(after).shard if after else 0
         for shard in range(start, self.engine.shards):
-            out += await self.engine.list_jobs(shard, after=after if shard == start else "",
+            out += await self.engine.query.list_jobs(shard, after=after if shard == start else "",
                                                limit=limit - len(out))
             if len(out) >= limit:
                 break
         return out
 
     async def pause(self, job_id: str) -> None:
-        await self.engine.pause_job(job_id, await self.clock.now_ms())
+        await self.engine.jobs.pause_job(job_id, await self.clock.now_ms())
 
     async def resume(self, job_id: str) -> None:
-        await self.engine.resume_job(job_id, await self.clock.now_ms())
+        await self.engine.jobs.resume_job(job_id, await self.clock.now_ms())
 
     async def cancel(self, job_id: str) -> None:
-        await self.engine.cancel_job(job_id, await self.clock.now_ms())
+        await self.engine.jobs.cancel_job(job_id, await self.clock.now_ms())
 
     async def run_now(self, job_id: str) -> str:
         """Enqueue an extra run at once; returns its run id."""
-        return await self.engine.run_now(job_id, await self.clock.now_ms())
+        return await self.engine.jobs.run_now(job_id, await self.clock.now_ms())
 
     async def runs(self, job_id: str, limit: int = 20) -> list[Run]:
-        return await self.engine.job_runs(job_id, limit)
+        return await self.engine.query.job_runs(job_id, limit)
 
     async def run(self, run_id: str) -> Run | None:
-        return await self.engine.get_run(run_id)
+        return await self.engine.query.get_run(run_id)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return await self.engine.dead_letters(limit)
+        return await self.engine.query.dead_letters(limit)
 
     async def status(self) -> Status:
         """Due jobs, stream lengths, archive lag, live workers and schedulers."""
         now = await self.clock.now_ms()
-        return await self.engine.status(now, await self.engine.events_lag_ms(now))
+        return await self.engine.query.status(now, await self.engine.feed.events_lag_ms(now))
 
     async def preview(self, schedule: Schedule, count: int = 5) -> list[int]:
         now = await self.clock.now_ms()

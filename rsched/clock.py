@@ -1,28 +1,18 @@
-"""Time sources. Production time is Redis TIME, so host clock skew cannot fire early.
+"""Time sources. Production time is Redis TIME (engine/connection.py's RedisClock, from
+``Engine.clock()``), so host clock skew cannot fire early.
 
-Owns: the Clock protocol, RedisClock, SyncedClock, FakeClock. Must not: cache time
-across ticks for firing decisions (schedulers use RedisClock, one TIME per tick).
+Owns: the Clock protocol, SyncedClock, FakeClock. Must not: read Redis itself, or cache
+time across ticks for firing decisions (schedulers read Redis TIME once per tick).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class Clock(Protocol):
     async def now_ms(self) -> int: ...
-
-
-class RedisClock:
-    """Reads Redis TIME; callers read it once per tick."""
-
-    def __init__(self, redis: Any) -> None:
-        self._redis = redis
-
-    async def now_ms(self) -> int:
-        sec, usec = await self._redis.time()
-        return int(sec) * 1000 + int(usec) // 1000
 
 
 class SyncedClock:

@@ -39,6 +39,3 @@ def decode_trigger(blob: bytes) -> Trigger:
     except msgspec.DecodeError as exc:
         raise SerializationError(f"corrupt trigger: {exc}") from exc
 
-
-def to_json(obj: Any) -> bytes:
-    return _json.encode(obj)

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from rsched.errors import ConfigError
-from rsched.keys import validate_queue
+from rsched.names import validate_queue
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -28,7 +28,7 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     socket_timeout_s: float = 30.0  # a stalled Redis surfaces as an error, not a hang
     connect_timeout_s: float = 5.0
     done_job_ttl_s: float = 86400.0  # a finished or cancelled job's hash expires after this
-    fast_client: bool = True  # hot-path commands over rsched.fastredis (hiredis), not redis-py
+    fast_client: bool = True  # hot-path commands over engine/fastredis.py (hiredis)
 
 
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):

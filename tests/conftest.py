@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from rsched import pg
+from rsched.archive import pg
 from rsched.clock import FakeClock
 from rsched.devservers import PostgresServer, RedisServer
 from rsched.engine import Engine

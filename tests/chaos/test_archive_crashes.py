@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from rsched import pg
-from rsched.archiver import Archiver
+from rsched.archive import pg
+from rsched.archive.archiver import Archiver
 from rsched.clock import FakeClock
 from rsched.devservers import PostgresServer
 from rsched.engine import Engine
@@ -55,7 +55,7 @@ async def run_jobs(engine: Engine, clock: FakeClock, n: int, start: int = 0) -> 
 
 
 async def redis_statuses(engine: Engine, jobs: list[str]) -> dict[str, str]:
-    return {r.id: r.status.value for j in jobs for r in await engine.job_runs(j)}
+    return {r.id: r.status.value for j in jobs for r in await engine.query.job_runs(j)}
 
 
 async def archived(dsn: str) -> dict[str, str]:
@@ -91,7 +91,7 @@ async def test_archiver_killed_mid_batch_loses_and_duplicates_nothing(
 
 
 async def _no_lag(engine: Engine) -> bool:
-    return await engine.events_lag_ms(2**62) == 0
+    return await engine.feed.events_lag_ms(2**62) == 0
 
 
 async def test_crash_between_commit_and_ack_is_replayed_idempotently(
@@ -135,7 +135,7 @@ OUTAGE_S = float(os.environ.get("RSCHED_TEST_PG_OUTAGE_S", "20"))
 async def test_postgres_stopped_under_load_then_archive_catches_up(
         make_engine: Any, clock: FakeClock, own_pg: PostgresServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="rsched.archiver")
+    caplog.set_level(logging.INFO, logger="rsched.archive.archiver")
     engine = await make_engine()
     cfg = ArchiverSettings(dsn=own_pg.dsn, batch=500, flush_s=0.05, retry_max_s=1.0)
     a = Archiver(engine, cfg, clock, consumer="a1")
@@ -147,7 +147,7 @@ async def test_postgres_stopped_under_load_then_archive_catches_up(
     while time.monotonic() - down_at < OUTAGE_S:  # scheduling and runs go on meanwhile
         jobs += await run_jobs(engine, clock, 250, start=len(jobs))
     assert "PostgreSQL unavailable" in caplog.text, "the archiver reports the outage"
-    assert await engine.events_lag_ms(2**62) > 0, "events wait in Redis"
+    assert await engine.feed.events_lag_ms(2**62) > 0, "events wait in Redis"
     expected = await redis_statuses(engine, jobs)  # final: every run has ended
     await asyncio.to_thread(own_pg.start)
 

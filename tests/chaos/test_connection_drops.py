@@ -61,7 +61,7 @@ class CutOff:
         return job
 
     async def run_state(self, job: str, status: RunStatus) -> bool:
-        run = await self.engine.get_run(f"{job}:1")
+        run = await self.engine.query.get_run(f"{job}:1")
         return run is not None and run.status is status
 
 
@@ -96,7 +96,7 @@ async def test_outcome_of_a_run_finished_while_cut_off_is_recorded_once_back(
     h, job = await cut_off(False, lambda: "cannot record outcomes" in caplog.text)
     await eventually(lambda: h.run_state(job, RunStatus.SUCCEEDED),
                      "the kept outcome to be recorded once Redis is reachable", timeout_s=15)
-    run = await h.engine.get_run(f"{job}:1")
+    run = await h.engine.query.get_run(f"{job}:1")
     assert run is not None and (run.attempt, run.worker) == (1, h.worker.id)
     assert h.calls == [1], "executed once: no reclaim, no second attempt"
     await h.worker.stop(1.0)
@@ -109,7 +109,7 @@ async def test_failure_of_a_run_finished_while_cut_off_is_recorded_once_back(
     h, job = await cut_off(True, lambda: "cannot record failure" in caplog.text)
     await eventually(lambda: h.run_state(job, RunStatus.RETRYING),
                      "the kept failure to be recorded", timeout_s=15)
-    run = await h.engine.get_run(f"{job}:1")
+    run = await h.engine.query.get_run(f"{job}:1")
     assert run is not None and run.attempt == 2
     assert run.error == "RuntimeError: failed while cut off"
     assert h.calls == [1], "not reclaimed and re-run while the failure waited"
@@ -119,11 +119,11 @@ async def test_a_killed_subscription_is_made_again_and_messages_flow(
         make_engine: Callable[..., Any], redis: Any) -> None:
     """The listeners (scheduler wake-ups, worker cancels) outlive their connection."""
     engine = await make_engine()
-    channel = engine.g.cancel_channel
+    channel = engine.core.global_keys.cancel_channel
     got: asyncio.Queue[str] = asyncio.Queue()
 
     async def listen() -> None:
-        async for run_id in engine.cancel_signals():
+        async for run_id in engine.runs.cancel_signals():
             await got.put(run_id)
 
     async def subscribed() -> bool:

@@ -20,9 +20,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched.client import Client
-from rsched.clock import RedisClock
 from rsched.devservers import RedisServer
-from rsched.engine import Engine
+from rsched.engine import Engine, RedisClock
 from rsched.models import TERMINAL, At, Every, JobDef, JobState, RunStatus
 from rsched.settings import RedisSettings
 from tests.support import invariants
@@ -129,7 +128,8 @@ async def _scenario(server: RedisServer, redis: Any, roles: Roles) -> None:
 
     async def resubscribed() -> bool:
         # the scheduler's wake listener and the worker's cancel listener are back
-        counts.update(await redis.pubsub_numsub(engine.g.wake_channel, engine.g.cancel_channel))
+        channels = engine.core.global_keys
+        counts.update(await redis.pubsub_numsub(channels.wake_channel, channels.cancel_channel))
         return all(n == 1 for n in counts.values())
 
     try:

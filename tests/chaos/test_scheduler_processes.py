@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from rsched.client import Client
-from rsched.clock import RedisClock
 from rsched.engine import Engine
 from rsched.models import Every, JobDef, Schedule
 from tests.support import invariants
@@ -28,7 +27,7 @@ QUEUES = ["default"]
 
 
 async def _schedule(engine: Engine, schedules: list[Schedule]) -> dict[str, Schedule]:
-    client = Client(engine, RedisClock(engine.redis))
+    client = Client(engine, engine.clock())
     jobs: dict[str, Schedule] = {}
     for lo in range(0, len(schedules), 100):  # concurrently: all should exist before t0
         chunk = list(enumerate(schedules))[lo:lo + 100]
@@ -40,12 +39,12 @@ async def _schedule(engine: Engine, schedules: list[Schedule]) -> dict[str, Sche
 
 
 async def _queued(engine: Engine) -> int:
-    lengths = await engine.stream_lengths(QUEUES)
+    lengths = await engine.query.stream_lengths(QUEUES)
     return sum(n for k, n in lengths.items() if ":q:" in k)
 
 
 async def _all_fired(engine: Engine) -> bool:
-    return await engine.due_count() == 0
+    return await engine.query.due_count() == 0
 
 
 async def _assert_exactly_expected(engine: Engine, fires: dict[tuple[str, int], set[str]],
@@ -74,7 +73,7 @@ async def test_two_scheduler_processes_on_the_same_shards_fire_every_slot_once(
     """Static assignment of every shard to both: no lease keeps them apart, only the
     compare-and-set in fire_due. 1,000 jobs, 6 slots each, all due within ~2 s."""
     engine = await make_engine()
-    t0 = await RedisClock(engine.redis).now_ms() + 1500  # both are up by then
+    t0 = await engine.clock().now_ms() + 1500  # both are up by then
     jobs = await _schedule(engine, [
         Every(every_ms=300, start_ms=t0 + (i % 20) * 15, end_ms=t0 + (i % 20) * 15 + 1500)
         for i in range(1000)])
@@ -98,7 +97,7 @@ async def test_scheduler_processes_sigkilled_at_random_points_lose_and_double_no
     jobs' grace). At the end every slot fired exactly once."""
     rng = random.Random(4242)
     engine = await make_engine()
-    t0 = await RedisClock(engine.redis).now_ms() + 1000
+    t0 = await engine.clock().now_ms() + 1000
     jobs = await _schedule(engine, [
         Every(every_ms=200, start_ms=t0 + i // 2, end_ms=t0 + i // 2 + 6000)
         for i in range(400)])

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from rsched.client import Client
-from rsched.clock import RedisClock
 from rsched.engine import Engine
 from rsched.models import JobDef, Run, RunStatus
 from tests.support import invariants, system
@@ -35,7 +34,7 @@ FAST = {"worker__lease_s": LEASE_S, "worker__heartbeat_s": 0.3,
 async def _fire_hang_first(engine: Engine, marker_dir: str, first_s: float,
                            then_s: float = 0.0, task: str = "chaos.hang_first") -> str:
     """Schedule one immediate run of chaos.hang_first and fire it; returns the job id."""
-    clock = RedisClock(engine.redis)
+    clock = engine.clock()
     client = Client(engine, clock)
     job = await client.schedule(JobDef(task=task, timeout_s=1200, kwargs={
         "marker_dir": marker_dir, "first_s": first_s, "then_s": then_s}))
@@ -46,7 +45,7 @@ async def _fire_hang_first(engine: Engine, marker_dir: str, first_s: float,
 async def _run_when(engine: Engine, job: str, what: str,
                     ok: Callable[[Run], bool], timeout_s: float = 30.0) -> Run:
     async def check() -> Run | None:
-        run = await engine.get_run(f"{job}:1")
+        run = await engine.query.get_run(f"{job}:1")
         return run if run is not None and ok(run) else None
 
     return await eventually(check, f"run {job}:1 {what}", timeout_s)
@@ -76,7 +75,7 @@ async def test_worker_sigkilled_mid_run_is_reclaimed_and_completes_with_same_run
     await _started_by(engine, job, marker_dir, a, a_id)
     b = roles.spawn("worker", **FAST)
     b_id = await worker_ready(engine, b)
-    run = await engine.get_run(f"{job}:1")
+    run = await engine.query.get_run(f"{job}:1")
     assert run is not None and (run.attempt, run.worker) == (1, a_id), \
         "a live worker's run is not taken while it keeps extending its lease"
 
@@ -86,7 +85,7 @@ async def test_worker_sigkilled_mid_run_is_reclaimed_and_completes_with_same_run
     run = await _run_when(engine, job, "succeeded", lambda r: r.status is RunStatus.SUCCEEDED)
     assert (run.id, run.attempt, run.worker) == (f"{job}:1", 2, b_id)
     assert marker_lines(marker_dir) == [("start", a.pid), ("start", b.pid), ("done", b.pid)]
-    assert (await engine.get_job(job)).runs == 1  # type: ignore[union-attr]
+    assert (await engine.query.get_job(job)).runs == 1  # type: ignore[union-attr]
     await _stop(b)
     await invariants.check(engine, QUEUES, [job], settled=True)
 
@@ -123,7 +122,7 @@ async def test_frozen_worker_late_completion_is_fenced_out(
     await eventually(sync_check(lambda: "outcome(s) rejected" in a.log()),
                      "the resumed worker to report its fenced-out outcome")
     if during:
-        now = await engine.get_run(f"{job}:1")
+        now = await engine.query.get_run(f"{job}:1")
         assert now is not None
         assert (now.status, now.attempt, now.worker) == (RunStatus.RUNNING, 2, b_id), \
             "attempt 2 is still the one in charge"
@@ -132,7 +131,7 @@ async def test_frozen_worker_late_completion_is_fenced_out(
     assert ("done", b.pid) in marker_lines(marker_dir)
     await _stop(a)
     await _stop(b)
-    after = await engine.get_run(f"{job}:1")
+    after = await engine.query.get_run(f"{job}:1")
     assert after == run, "nothing changed after the one outcome"
     await invariants.check(engine, QUEUES, [job], settled=True)
 
@@ -152,7 +151,7 @@ async def test_sigterm_finishes_in_flight_run_within_grace_even_past_the_lease(
 
     a.signal(signal.SIGTERM)
     assert await a.wait_exit() == 0, a.log()
-    run = await engine.get_run(f"{job}:1")
+    run = await engine.query.get_run(f"{job}:1")
     assert run is not None
     assert (run.status, run.attempt, run.worker) == (RunStatus.SUCCEEDED, 1, a_id)
     assert marker_lines(marker_dir) == [("start", a.pid), ("done", a.pid)]
@@ -174,7 +173,7 @@ async def test_sigterm_leaves_run_longer_than_grace_pending_for_another_worker(
 
     a.signal(signal.SIGTERM)
     assert await a.wait_exit() == 0, a.log()
-    run = await engine.get_run(f"{job}:1")
+    run = await engine.query.get_run(f"{job}:1")
     assert run is not None and (run.status, run.attempt) == (RunStatus.RUNNING, 1), \
         "abandoned at shutdown: left as it was, for the reclaimer"
     await invariants.check(engine, QUEUES, [job], settled=False)

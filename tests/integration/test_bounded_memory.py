@@ -48,13 +48,13 @@ async def test_streams_stay_trimmed_and_runs_expire_after_20000_completed_runs(
         while (await w.tick(block_ms=None)).started:
             pass
         await w.drain()
-        lengths = await engine.stream_lengths(QUEUES)
+        lengths = await engine.query.stream_lengths(QUEUES)
         longest_queue = max([longest_queue, *(n for k, n in lengths.items() if ":q:" in k)])
         clock.advance(1000)
     assert fired == JOBS * SLOTS == 20_000
 
     await w.tick(block_ms=None)  # its maintenance trims what the last batch acked
-    lengths = await engine.stream_lengths(QUEUES)
+    lengths = await engine.query.stream_lengths(QUEUES)
     queues = {k: n for k, n in lengths.items() if ":q:" in k}
     events = {k: n for k, n in lengths.items() if k.endswith(":events")}
     assert len(queues) == len(events) == 4

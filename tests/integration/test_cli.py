@@ -123,11 +123,11 @@ def test_status_shows_due_jobs_streams_archive_lag_and_live_roles(redis_url: str
     async def setup() -> int:
         client = await Client.connect(Settings.from_env(env))
         try:
-            await client.engine.ensure_event_groups()  # an archiver exists, reads nothing
+            await client.engine.feed.ensure_event_groups()  # an archiver exists, reads nothing
             await client.schedule(JobDef(id="soon", task="mail.send", queue="mail",
                                          schedule=Every(every_ms=60_000)))
             now = await client.clock.now_ms()
-            await client.engine.heartbeat("w1", now)
+            await client.engine.runs.heartbeat("w1", now)
             return now
         finally:
             await client.close()

@@ -19,7 +19,7 @@ from rsched import codec
 from rsched.clock import FakeClock
 from rsched.engine import DueItem, Engine, Fire
 from rsched.models import At, Cron, Every, JobDef, Schedule
-from rsched.scheduler import Scheduler
+from rsched.roles.scheduler import Scheduler
 from rsched.settings import SchedulerSettings
 from rsched.tasks import TaskRegistry
 from rsched.timing import decide
@@ -117,6 +117,18 @@ async def test_two_schedulers_racing_on_all_shards_fire_every_slot_exactly_once(
             await c.aclose()
 
 
+async def _peek(engine: Engine, shard: int, now_ms: int) -> list[DueItem]:
+    """The due items of one shard, as the scheduler reads them (fire_and_peek)."""
+    _, peeks = await engine.firing.fire_and_peek(now_ms, "", {}, [shard], 1000)
+    return peeks[shard][1]
+
+
+async def _fire(engine: Engine, shard: int, now_ms: int, plan: list[Fire]) -> int:
+    """Commit a plan for one shard as the scheduler does; the runs it enqueued."""
+    codes, _ = await engine.firing.fire_and_peek(now_ms, "", {shard: plan}, [], 0)
+    return codes[shard]
+
+
 async def test_compare_and_set_lets_exactly_one_of_two_identical_fires_through(
         make_engine: Callable[..., Any], redis_url: str, clock: FakeClock) -> None:
     """The race at its narrowest: both schedulers read the same due members and commit the
@@ -130,12 +142,12 @@ async def test_compare_and_set_lets_exactly_one_of_two_identical_fires_through(
         won = [0, 0]
         for _ in range(3):
             for shard in range(ea.shards):
-                _, items_a = await ea.peek_due(shard, clock.ms, 1000)
-                _, items_b = await eb.peek_due(shard, clock.ms, 1000)
+                items_a = await _peek(ea, shard, clock.ms)
+                items_b = await _peek(eb, shard, clock.ms)
                 assert items_a == items_b and items_a
                 ra, rb = await asyncio.gather(
-                    ea.fire_due(shard, clock.ms, "", _plan(items_a, clock.ms)),
-                    eb.fire_due(shard, clock.ms, "", _plan(items_b, clock.ms)))
+                    _fire(ea, shard, clock.ms, _plan(items_a, clock.ms)),
+                    _fire(eb, shard, clock.ms, _plan(items_b, clock.ms)))
                 assert ra + rb == len(items_a)
                 won[0], won[1] = won[0] + ra, won[1] + rb
             clock.advance(1000)
@@ -162,7 +174,7 @@ async def test_scheduler_crashing_between_read_and_fire_loses_no_slot(
         clock.advance(1500)
         stale: dict[int, list[Fire]] = {}
         for shard in range(doomed.shards):
-            _, items = await doomed.peek_due(shard, clock.ms, 1000)
+            items = await _peek(doomed, shard, clock.ms)
             stale[shard] = _plan(items, clock.ms)
         assert sum(map(len, stale.values())) == 300
         # ...and it "crashes" here: nothing is fired, nothing was removed from the index.
@@ -171,7 +183,7 @@ async def test_scheduler_crashing_between_read_and_fire_loses_no_slot(
         fired = await system.fire_until_idle(fresh)
         assert fired == sum(len(invariants.expected_slots(s, created, clock.ms))
                             for s in jobs.values())
-        late = [await doomed.fire_due(shard, clock.ms, "", plan) for shard, plan in stale.items()]
+        late = [await _fire(doomed, shard, clock.ms, plan) for shard, plan in stale.items()]
         assert late == [0] * doomed.shards, "a stale plan must not fire anything"
         for _ in range(5):
             clock.advance(300)

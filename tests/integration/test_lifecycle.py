@@ -100,12 +100,11 @@ async def test_wake_signal_fires_earlier_job_without_waiting_max_sleep(
     import asyncio
     import time
 
-    from rsched.clock import RedisClock
-    from rsched.scheduler import Scheduler
+    from rsched.roles.scheduler import Scheduler
     from rsched.settings import SchedulerSettings
 
     engine = await make_engine(shards=1)
-    clock = RedisClock(engine.redis)
+    clock = engine.clock()
     reg = registry_with([])
     c = system.client(engine, clock, reg)
     sched = Scheduler(engine, SchedulerSettings(shards=[0], max_sleep_s=30.0), clock)
@@ -125,7 +124,7 @@ async def test_wake_signal_fires_earlier_job_without_waiting_max_sleep(
 
 async def test_dead_scheduler_shards_are_taken_over_within_lease(make_engine: Any,
                                                                  clock: FakeClock) -> None:
-    from rsched.scheduler import Scheduler
+    from rsched.roles.scheduler import Scheduler
     from rsched.settings import SchedulerSettings
 
     engine = await make_engine(shards=4)
@@ -153,10 +152,9 @@ async def test_dead_scheduler_shards_are_taken_over_within_lease(make_engine: An
 async def test_live_worker_extends_lease_so_long_run_is_not_reclaimed(make_engine: Any) -> None:
     import asyncio
 
-    from rsched.clock import RedisClock
 
     engine = await make_engine(shards=1)
-    clock = RedisClock(engine.redis)
+    clock = engine.clock()
     reg = TaskRegistry()
 
     @reg.task(name="long")

@@ -291,19 +291,19 @@ async def test_stale_completion_is_rejected_by_attempt_fence(h: Harness) -> None
     job = await h.client.schedule(JobDef(task="ok"))
     await h.scheduler.tick()
     engine = h.engine
-    [d] = await engine.read_runs("w-old", ["default"], 10, None)
-    assert await engine.start_runs(d.shard, h.clock.ms, "w-old", [d]) == [0]
+    [d] = await engine.runs.read_runs("w-old", ["default"], 10, None)
+    assert await engine.runs.start_runs(h.clock.ms, "w-old", {d.shard: [d]}) == {d.shard: [0]}
     h.clock.advance(60_000)
-    [taken] = await engine.reclaim_runs(d.shard, "default", h.clock.ms, "w-new", 0, 10, 1000)
+    [taken] = await engine.runs.reclaim_runs(d.shard, "default", h.clock.ms, "w-new", 0, 10, 1000)
     assert (taken.run_id, taken.attempt) == (d.run_id, 2)
     from rsched.engine import Outcome
 
-    codes = await engine.complete_runs(h.clock.ms, 1000, {d.shard: [
+    codes = await engine.runs.complete_runs(h.clock.ms, 1000, {d.shard: [
         Outcome(d.run_id, 1, RunStatus.SUCCEEDED)]})
     assert codes == [-3]
-    assert await engine.fail_run(d.shard, h.clock.ms, 1000, d.run_id, 1, "late", None,
+    assert await engine.runs.fail_run(d.shard, h.clock.ms, 1000, d.run_id, 1, "late", None,
                                  RunStatus.FAILED) == -3
-    codes = await engine.complete_runs(h.clock.ms, 1000, {d.shard: [
+    codes = await engine.runs.complete_runs(h.clock.ms, 1000, {d.shard: [
         Outcome(d.run_id, 2, RunStatus.SUCCEEDED)]})
     assert codes == [0]
     [run] = await h.client.runs(job)
@@ -313,9 +313,9 @@ async def test_stale_completion_is_rejected_by_attempt_fence(h: Harness) -> None
 async def test_reclaim_past_max_attempts_dead_letters(h: Harness) -> None:
     job = await h.client.schedule(JobDef(task="ok", retry=RetryPolicy(max_attempts=1)))
     await h.scheduler.tick()
-    [d] = await h.engine.read_runs("w-old", ["default"], 10, None)
-    await h.engine.start_runs(d.shard, h.clock.ms, "w-old", [d])
-    assert await h.engine.reclaim_runs(d.shard, "default", h.clock.ms, "w-new", 0, 10,
+    [d] = await h.engine.runs.read_runs("w-old", ["default"], 10, None)
+    await h.engine.runs.start_runs(h.clock.ms, "w-old", {d.shard: [d]})
+    assert await h.engine.runs.reclaim_runs(d.shard, "default", h.clock.ms, "w-new", 0, 10,
                                        1000) == []
     [run] = await h.client.runs(job)
     assert run.status is RunStatus.DEAD and "lease expired" in (run.error or "")
@@ -351,25 +351,25 @@ async def test_finished_and_cancelled_jobs_leave_the_listing_and_expire(h: Harne
     await h.client.cancel(cancelled)
     assert await h.client.list_jobs() == [active]
     for job in (done, cancelled):
-        ttl = await h.engine.redis.pttl(h.engine.keys_for(job).job(job))
-        assert 0 < ttl <= h.engine.done_ttl_ms
-    assert await h.engine.redis.pttl(h.engine.keys_for(active).job(active)) == -1
+        ttl = await h.engine.core.redis.pttl(h.engine.keys_for(job).job(job))
+        assert 0 < ttl <= h.engine.core.done_ttl_ms
+    assert await h.engine.core.redis.pttl(h.engine.keys_for(active).job(active)) == -1
 
 
 async def test_orphaned_due_entry_is_dropped_not_spun_on(h: Harness) -> None:
-    k = h.engine.k[0]
-    await h.engine.redis.zadd(k.due, {"ghost": h.clock.ms - 5})
+    k = h.engine.core.shard_keys[0]
+    await h.engine.core.redis.zadd(k.due, {"ghost": h.clock.ms - 5})
     assert await h.step() == 0
-    assert await h.engine.redis.zscore(k.due, "ghost") is None
+    assert await h.engine.core.redis.zscore(k.due, "ghost") is None
 
 
 async def test_corrupt_triggers_filling_a_batch_do_not_stall_the_tick(h: Harness) -> None:
     h.scheduler.cfg = __import__("msgspec").structs.replace(h.scheduler.cfg, batch=2)
-    k = h.engine.k[0]
+    k = h.engine.core.shard_keys[0]
     for bad in ("bad1", "bad2"):
-        await h.engine.redis.hset(k.job(bad), mapping={"state": "active", "sched": b"\xc1"})
-        await h.engine.redis.zadd(k.due, {bad: h.clock.ms - 10})
-    from rsched.keys import shard_of
+        await h.engine.core.redis.hset(k.job(bad), mapping={"state": "active", "sched": b"\xc1"})
+        await h.engine.core.redis.zadd(k.due, {bad: h.clock.ms - 10})
+    from rsched.engine.keys import shard_of
 
     good_id = next(f"good{i}" for i in range(100) if shard_of(f"good{i}", h.engine.shards) == 0)
     good = await h.client.schedule(JobDef(id=good_id, task="ok",
@@ -377,4 +377,4 @@ async def test_corrupt_triggers_filling_a_batch_do_not_stall_the_tick(h: Harness
     report = await asyncio.wait_for(h.scheduler.tick(), 5)
     assert report.fired == 1, "the good job behind a full batch of bad ones still fires"
     assert (await h.client.get(good)).runs == 1
-    assert await h.engine.redis.zscore(k.due, "bad1") == h.clock.ms + 60_000, "parked"
+    assert await h.engine.core.redis.zscore(k.due, "bad1") == h.clock.ms + 60_000, "parked"

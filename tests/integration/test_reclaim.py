@@ -52,7 +52,7 @@ async def test_worker_resuming_after_a_pause_past_the_lease_keeps_its_own_runs(
     gates["long"].set()
     await w.drain()
     for job in jobs:
-        run = await engine.get_run(f"{job}:1")
+        run = await engine.query.get_run(f"{job}:1")
         assert run is not None
         assert (run.status, run.attempt, run.worker) == (RunStatus.SUCCEEDED, 1, w.id)
     assert sorted(calls) == ["long", "short"], "each executed once"
@@ -71,13 +71,13 @@ def _counting_registry(calls: list[str]) -> TaskRegistry:
 
 async def _die_holding(engine: Engine, consumer: str, clock: FakeClock) -> int:
     """A worker that reads and starts every queued run, then dies: returns how many."""
-    await engine.ensure_groups(QUEUES)
-    runs = await engine.read_runs(consumer, QUEUES, 1000, None)
+    await engine.runs.ensure_groups(QUEUES)
+    runs = await engine.runs.read_runs(consumer, QUEUES, 1000, None)
     by_shard: dict[int, list[Any]] = {}
     for d in runs:
         by_shard.setdefault(d.shard, []).append(d)
     for shard, ds in by_shard.items():
-        assert set(await engine.start_runs(shard, clock.ms, consumer, ds)) == {0}
+        assert set((await engine.runs.start_runs(clock.ms, consumer, {shard: ds}))[shard]) == {0}
     return len(runs)
 
 
@@ -117,15 +117,15 @@ async def test_run_whose_workers_keep_dying_is_dead_lettered_after_max_attempts(
     await asyncio.sleep(0.4)
     # The second worker reclaims it (attempt 2) and dies too, before running it.
     second = system.worker(engine, clock, reg, lease_s=0.3, heartbeat_s=0.1)
-    [d] = await engine.reclaim_runs(engine.keys_for(job).shard, "default", clock.ms,
+    [d] = await engine.runs.reclaim_runs(engine.keys_for(job).shard, "default", clock.ms,
                                     second.id, 300, 10, 3_600_000)
     assert d.attempt == 2
     await asyncio.sleep(0.4)
     third = system.worker(engine, clock, reg, lease_s=0.3, heartbeat_s=0.1)
     assert await third.reclaim() == 0, "attempts exhausted: dead-lettered, not run"
-    run = await engine.get_run(f"{job}:1")
+    run = await engine.query.get_run(f"{job}:1")
     assert run is not None and (run.status, run.attempt) == (RunStatus.DEAD, 2)
-    [dead] = await engine.dead_letters()
+    [dead] = await engine.query.dead_letters()
     assert (dead.run_id, dead.attempt) == (run.id, 2) and "lease expired" in dead.error
     assert calls == []
     await invariants.check(engine, QUEUES, [job], settled=True)

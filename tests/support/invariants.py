@@ -22,7 +22,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from rsched.engine import Engine
-from rsched.keys import RETRY_PREFIX, WORKER_GROUP
+from rsched.engine.keys import RETRY_PREFIX, WORKER_GROUP
 from rsched.models import TERMINAL, RunStatus
 
 _ENDED = {s.value for s in TERMINAL}
@@ -50,9 +50,9 @@ async def fires_from_queues(engine: Engine, queues: list[str]) -> dict[tuple[str
     """(job, slot) -> run ids enqueued for it, read from the queue streams (which only
     hold every fire while no worker trims them)."""
     fires: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for k in engine.k:
+    for k in engine.core.shard_keys:
         for q in queues:
-            for _, f in await read_stream(engine.redis, k.queue(q)):
+            for _, f in await read_stream(engine.core.redis, k.queue(q)):
                 fires[(f["j"], int(float(f["s"])))].add(f["r"])
     return fires
 
@@ -60,8 +60,8 @@ async def fires_from_queues(engine: Engine, queues: list[str]) -> dict[tuple[str
 async def fires_from_events(engine: Engine) -> dict[tuple[str, int], set[str]]:
     """(job, slot) -> run ids, from the ``queued`` run events of scheduled fires."""
     fires: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for k in engine.k:
-        for _, f in await read_stream(engine.redis, k.events):
+    for k in engine.core.shard_keys:
+        for _, f in await read_stream(engine.core.redis, k.events):
             if f.get("k") == "run" and f.get("st") == "queued" and f.get("why") != "run_now":
                 fires[(f["j"], int(float(f["slot"])))].add(f["r"])
     return fires
@@ -102,11 +102,12 @@ async def _hashes(redis: Any, keys: list[str]) -> list[dict[str, str]]:
 async def _pending(engine: Engine, queues: list[str]) -> dict[str, str]:
     """Pending entry id -> queue stream, over every shard's queue streams."""
     out: dict[str, str] = {}
-    for k in engine.k:
+    for k in engine.core.shard_keys:
         for q in queues:
             stream = k.queue(q)
             try:
-                rows = await engine.redis.xpending_range(stream, WORKER_GROUP, "-", "+", 100_000)
+                rows = await engine.core.redis.xpending_range(stream, WORKER_GROUP, "-", "+",
+                                                              100_000)
             except ResponseError as exc:  # no worker ever read this queue: nothing pending
                 if "NOGROUP" not in str(exc):
                     raise
@@ -118,10 +119,10 @@ async def _pending(engine: Engine, queues: list[str]) -> dict[str, str]:
 
 async def collect(engine: Engine, job_ids: list[str]) -> Summary:
     """Jobs and every run they made (run ids are <job>:1..<job>:runs)."""
-    jobs = await _hashes(engine.redis, [engine.keys_for(j).job(j) for j in job_ids])
+    jobs = await _hashes(engine.core.redis, [engine.keys_for(j).job(j) for j in job_ids])
     run_ids = [f"{j}:{n}" for j, h in zip(job_ids, jobs, strict=True)
                for n in range(1, int(h.get("runs", 0)) + 1)]
-    rows = await _hashes(engine.redis, [engine.keys_for(r.rsplit(":", 1)[0]).run(r)
+    rows = await _hashes(engine.core.redis, [engine.keys_for(r.rsplit(":", 1)[0]).run(r)
                                         for r in run_ids])
     runs: dict[str, dict[str, str]] = {}
     fires: dict[tuple[str, int], set[str]] = defaultdict(set)
@@ -166,8 +167,8 @@ async def _check_pending(engine: Engine, queues: list[str], s: Summary, settled:
 
 async def _check_due(engine: Engine, s: Summary) -> None:
     retry_members: set[str] = set()
-    for k in engine.k:
-        for m in await engine.redis.zrange(k.due, 0, -1):
+    for k in engine.core.shard_keys:
+        for m in await engine.core.redis.zrange(k.due, 0, -1):
             member = _s(m)
             if member.startswith(RETRY_PREFIX):
                 rid = member[len(RETRY_PREFIX):]
@@ -184,8 +185,8 @@ async def _check_due(engine: Engine, s: Summary) -> None:
 
 async def _check_dead(engine: Engine, s: Summary) -> None:
     seen: Counter[str] = Counter()
-    for k in engine.k:
-        for _, f in await read_stream(engine.redis, k.dead):
+    for k in engine.core.shard_keys:
+        for _, f in await read_stream(engine.core.redis, k.dead):
             seen[f["r"]] += 1
     twice = [r for r, n in seen.items() if n > 1]
     assert not twice, f"dead-lettered more than once: {twice[:5]}"
@@ -197,8 +198,8 @@ async def _check_dead(engine: Engine, s: Summary) -> None:
 
 async def _check_events(engine: Engine, s: Summary) -> None:
     ends: dict[str, list[str]] = defaultdict(list)
-    for k in engine.k:
-        for _, f in await read_stream(engine.redis, k.events):
+    for k in engine.core.shard_keys:
+        for _, f in await read_stream(engine.core.redis, k.events):
             if f.get("k") == "run" and f.get("st") in _ENDED:
                 ends[f["r"]].append(f["st"])
     for rid, h in s.runs.items():
@@ -217,7 +218,7 @@ async def _check_events(engine: Engine, s: Summary) -> None:
 
 async def created_ms(engine: Engine, job_ids: list[str]) -> dict[str, int]:
     """When each job was created (Redis time), as recorded in its hash."""
-    pipe = engine.redis.pipeline(transaction=False)
+    pipe = engine.core.redis.pipeline(transaction=False)
     for j in job_ids:
         pipe.hget(engine.keys_for(j).job(j), "created")
     return {j: int(v) for j, v in zip(job_ids, await pipe.execute(), strict=True)}

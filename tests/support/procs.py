@@ -143,7 +143,7 @@ async def worker_ready(engine: Engine, role: Role, timeout_s: float = 30.0) -> s
     async def check() -> str | None:
         if not role.alive():
             raise AssertionError(f"{role.name} exited early:\n{role.log()}")
-        for member in await engine.redis.zrange(engine.g.workers, 0, -1):
+        for member in await engine.core.redis.zrange(engine.core.global_keys.workers, 0, -1):
             wid = member.decode()
             if f"-{role.pid}-" in wid:
                 return wid

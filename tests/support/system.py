@@ -9,10 +9,10 @@ import msgspec
 from rsched.client import Client
 from rsched.clock import FakeClock
 from rsched.engine import Engine
-from rsched.scheduler import Scheduler
+from rsched.roles.scheduler import Scheduler
+from rsched.roles.worker import Worker
 from rsched.settings import SchedulerSettings, WorkerSettings
 from rsched.tasks import TaskRegistry
-from rsched.worker import Worker
 
 
 def scheduler(engine: Engine, clock: FakeClock, **cfg: Any) -> Scheduler:

@@ -6,11 +6,12 @@ import random
 
 import pytest
 
+from rsched.engine.keys import ShardKeys, shard_of
 from rsched.errors import ConfigError, InvalidQueueName
-from rsched.keys import ShardKeys, shard_of, validate_queue
 from rsched.models import RetryPolicy
+from rsched.names import validate_queue
+from rsched.roles.worker import backoff_ms
 from rsched.settings import Settings
-from rsched.worker import backoff_ms
 
 
 def test_env_overrides_defaults_and_cli_overrides_env(tmp_path: object) -> None:

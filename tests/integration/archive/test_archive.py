@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from rsched.archiver import Archiver
+from rsched.archive.archiver import Archiver
 from rsched.clock import FakeClock
 from rsched.models import Every, Immediate, JobDef, RetryPolicy
 from rsched.settings import ArchiverSettings
@@ -36,7 +36,7 @@ async def make_archiver(archive_dsn: str, clock: FakeClock) -> AsyncIterator[Any
 
 async def unarchived(engine: Any) -> int:
     """Age of the oldest unacked event from far in the future: > 0 while any waits."""
-    return int(await engine.events_lag_ms(2**62))
+    return int(await engine.feed.events_lag_ms(2**62))
 
 
 async def drain(a: Archiver) -> int:
@@ -100,7 +100,7 @@ async def test_ten_thousand_runs_match_redis_exactly(make_engine: Any, clock: Fa
     a = make_archiver(engine)
     await a.start()
     assert await drain(a) > 0
-    redis_status = {r.id: r.status.value for j in jobs for r in await engine.job_runs(j)}
+    redis_status = {r.id: r.status.value for j in jobs for r in await engine.query.job_runs(j)}
     rows = await (await db.execute("SELECT run_id, status, attempt FROM runs")).fetchall()
     assert len(rows) == 10_000
     assert {r[0]: r[1] for r in rows} == redis_status
@@ -118,8 +118,8 @@ async def test_replayed_events_never_duplicate_or_regress_rows(make_engine: Any,
     job, s, worker_id = await every_second_job_ran(engine, clock, 5)
     a = make_archiver(engine)
     await a.start()
-    events = await engine.read_events("a1", 1000, None)
-    from rsched.archive_batch import Batch
+    events = await engine.feed.read_events("a1", 1000, None)
+    from rsched.archive.batch import Batch
 
     whole = Batch()
     for e in events:
@@ -165,7 +165,7 @@ async def test_job_versions_and_states_are_kept(make_engine: Any, clock: FakeClo
 async def test_recent_runs_overlay_live_redis_state_and_cli_history(
         make_engine: Any, clock: FakeClock, make_archiver: Any, archive_dsn: str, db: Any,
         redis_url: str, prefix: str) -> None:
-    from rsched import history
+    from rsched.archive import history
 
     engine = await make_engine(shards=2)
     job, s, worker_id = await every_second_job_ran(engine, clock, 3)
@@ -173,7 +173,7 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
     await a.start()
     await drain(a)
     await system.fire_until_idle(s)  # run 4 is queued in Redis, not archived yet
-    await engine.redis.delete(engine.keys_for(job).run(f"{job}:1"))  # run 1 expired in Redis
+    await engine.core.redis.delete(engine.keys_for(job).run(f"{job}:1"))  # run 1 expired in Redis
     runs = await history.recent_runs(engine, db, job, limit=10)
     assert [(r.id, r.status.value) for r in runs] == [
         (f"{job}:4", "queued"), (f"{job}:3", "succeeded"), (f"{job}:2", "succeeded"),
@@ -207,7 +207,7 @@ async def test_misfire_skips_and_free_text_errors_are_archived(make_engine: Any,
                                                                clock: FakeClock,
                                                                make_archiver: Any,
                                                                db: Any) -> None:
-    from rsched import history
+    from rsched.archive import history
     from rsched.models import Misfire
 
     engine = await make_engine(shards=2)
@@ -242,7 +242,7 @@ async def test_misfire_skips_and_free_text_errors_are_archived(make_engine: Any,
 
 async def test_overlap_skips_are_archived(make_engine: Any, clock: FakeClock,
                                           make_archiver: Any, db: Any) -> None:
-    from rsched import history
+    from rsched.archive import history
     from rsched.models import Overlap
 
     engine = await make_engine(shards=2)
@@ -267,7 +267,7 @@ async def test_state_committed_before_the_jobs_creation_is_kept(make_engine: Any
                                                                 db: Any) -> None:
     """Two archivers: the one holding the pause commits before the one holding the
     creation. The job ends paused, with its definition."""
-    from rsched.archive_batch import Batch
+    from rsched.archive.batch import Batch
 
     engine = await make_engine(shards=1)
     c = system.client(engine, clock, outcomes_registry())
@@ -277,7 +277,7 @@ async def test_state_committed_before_the_jobs_creation_is_kept(make_engine: Any
     await c.pause(job)
     a = make_archiver(engine)
     await a.start()
-    [created, paused] = await engine.read_events("a1", 100, None)
+    [created, paused] = await engine.feed.read_events("a1", 100, None)
     for event in (paused, created):  # the later batch commits first
         single = Batch()
         single.add(event)
@@ -291,12 +291,12 @@ async def test_malformed_events_are_set_aside_and_the_rest_archived(
         make_engine: Any, clock: FakeClock, make_archiver: Any, db: Any) -> None:
     engine = await make_engine(shards=1)
     job, s, _ = await every_second_job_ran(engine, clock, 2)
-    events = engine.k[0].events
-    good_id = await engine.redis.xadd(events, {"t": 1, "k": "run", "r": f"{job}:9",
+    events = engine.core.shard_keys[0].events
+    good_id = await engine.core.redis.xadd(events, {"t": 1, "k": "run", "r": f"{job}:9",
                                                "j": job, "st": "queued", "slot": clock.ms})
-    bad_cast = await engine.redis.xadd(events, {"t": 1, "k": "run", "r": "x:1", "j": "x",
+    bad_cast = await engine.core.redis.xadd(events, {"t": 1, "k": "run", "r": "x:1", "j": "x",
                                                 "st": "queued", "slot": "soon"})
-    no_job = await engine.redis.xadd(events, {"t": 1, "k": "run", "r": "y:1", "slot": 5})
+    no_job = await engine.core.redis.xadd(events, {"t": 1, "k": "run", "r": "y:1", "slot": 5})
     a = make_archiver(engine)
     await a.start()
     await drain(a)
@@ -328,8 +328,7 @@ async def test_a_batch_holds_at_most_batch_events(make_engine: Any, clock: FakeC
 
 async def test_lag_is_the_age_of_the_oldest_unarchived_event(redis: Any, prefix: str,
                                                              make_archiver: Any) -> None:
-    from rsched.clock import RedisClock
-    from rsched.engine import Engine
+    from rsched.engine import Engine, RedisClock
     from rsched.settings import RedisSettings
 
     engine = Engine(redis, RedisSettings(prefix=prefix, shards=2))
@@ -338,7 +337,7 @@ async def test_lag_is_the_age_of_the_oldest_unarchived_event(redis: Any, prefix:
                  RedisClock(redis), "lag")  # production's clock: Redis TIME, as event ids
     await a.start()
     assert await a.lag_ms() == 0
-    await redis.xadd(engine.k[1].events, {"t": 1, "k": "nothing"})
+    await redis.xadd(engine.core.shard_keys[1].events, {"t": 1, "k": "nothing"})
     await asyncio.sleep(0.05)
     assert 50 <= await a.lag_ms() < 5000
     await a.tick(block_ms=None, flush=True)

@@ -10,13 +10,13 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from rsched import pg
-from rsched.archiver import Archiver
-from rsched.clock import FakeClock, RedisClock
+from rsched.archive import pg
+from rsched.archive.archiver import Archiver
+from rsched.archive.rebuild import rebuild
+from rsched.clock import FakeClock
 from rsched.devservers import RedisServer
-from rsched.engine import Engine
+from rsched.engine import Engine, RedisClock
 from rsched.models import At, Every, Immediate, JobDef, JobState, RetryPolicy, RunStatus
-from rsched.rebuild import rebuild
 from rsched.settings import ArchiverSettings, RedisSettings
 from rsched.tasks import TaskRegistry
 from tests.support import system
@@ -134,7 +134,7 @@ async def test_a_running_archiver_survives_redis_losing_its_data(
 
     from tests.support.procs import eventually
 
-    caplog.set_level(logging.WARNING, logger="rsched.archiver")
+    caplog.set_level(logging.WARNING, logger="rsched.archive.archiver")
     url, redis = own_redis
     engine = Engine(redis, RedisSettings(prefix=prefix, shards=SHARDS))
     await engine.start()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rsched import history, pg
+from rsched.archive import history, pg
 from rsched.errors import ValidationError
 from rsched.models import RunStatus
 

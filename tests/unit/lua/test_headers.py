@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
+from rsched.engine.keys import ShardKeys
+from rsched.engine.scripts import load_all, parse
 from rsched.errors import ScriptError
-from rsched.keys import ShardKeys
-from rsched.scripts import load_all, parse
 
 SCRIPTS = load_all()
 

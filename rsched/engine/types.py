@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rsched.keys import RETRY_PREFIX
+from rsched.engine.keys import RETRY_PREFIX
 from rsched.models import Run, RunStatus
 
 

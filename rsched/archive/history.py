@@ -110,7 +110,7 @@ async def job_runs(conn: psycopg.AsyncConnection[Any], job_id: str, *,
 async def recent_runs(engine: Engine, conn: psycopg.AsyncConnection[Any], job_id: str,
                       limit: int = 20) -> list[Run]:
     """Newest runs: live state from Redis where it still has them, the archive for the rest."""
-    live = {r.id: r for r in await engine.job_runs(job_id, limit)}
+    live = {r.id: r for r in await engine.query.job_runs(job_id, limit)}
     archived = (await job_runs(conn, job_id, limit=limit)).runs
     merged = {r.id: r for r in archived} | live
     return sorted(merged.values(), key=lambda r: (r.slot_ms, r.id), reverse=True)[:limit]

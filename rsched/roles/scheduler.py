@@ -99,7 +99,7 @@ class Scheduler:
         fired = 0
         fires: dict[int, Sequence[Fire]] = {}
         while shards or fires:
-            codes, peeks = await self.engine.fire_and_peek(now, owner, fires, shards,
+            codes, peeks = await self.engine.firing.fire_and_peek(now, owner, fires, shards,
                                                            self.cfg.batch)
             for shard, code in codes.items():
                 if code == -3:
@@ -152,14 +152,14 @@ class Scheduler:
     # -- leases -------------------------------------------------------------------------
     async def _balance_leases(self, now: int) -> None:
         """Hold about shards/alive_schedulers shards; take free ones, shed extras."""
-        alive = await self.engine.scheduler_heartbeat(self.owner, now, self._lease_ms)
+        alive = await self.engine.firing.scheduler_heartbeat(self.owner, now, self._lease_ms)
         target = math.ceil(self.engine.shards / max(1, alive))
         taken: list[int] = []
         for shard in range(self.engine.shards):
             mine = shard in self.owned
             if not mine and len(self.owned) >= target:
                 continue
-            token = await self.engine.take_lease(shard, self.owner, self._lease_ms)
+            token = await self.engine.firing.take_lease(shard, self.owner, self._lease_ms)
             if token:
                 if not mine:
                     taken.append(shard)
@@ -171,7 +171,7 @@ class Scheduler:
             log.info("%s took shards %s (%d alive schedulers)", self.owner, taken, alive)
         while len(self.owned) > target:
             shard = max(self.owned)
-            await self.engine.release_lease(shard, self.owner)
+            await self.engine.firing.release_lease(shard, self.owner)
             self.owned.discard(shard)
             log.info("released shard %d to rebalance", shard)
 
@@ -217,7 +217,7 @@ class Scheduler:
         stopper.cancel()
 
     async def _listen_wake(self) -> None:
-        async for shard, score in self.engine.wake_signals():
+        async for shard, score in self.engine.firing.wake_signals():
             if shard not in self.owned:
                 continue
             self._woken[shard] = min(score, self._woken.get(shard, score))
@@ -229,10 +229,10 @@ class Scheduler:
         if not self.static:
             for shard in list(self.owned):
                 try:
-                    await self.engine.release_lease(shard, self.owner)
+                    await self.engine.firing.release_lease(shard, self.owner)
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     break
-            await self.engine.forget_scheduler(self.owner)
+            await self.engine.firing.forget_scheduler(self.owner)
         self.owned.clear()
 
 

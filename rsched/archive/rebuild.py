@@ -71,7 +71,7 @@ async def rebuild(engine: Engine, conn: psycopg.AsyncConnection[Any],
     for run_id, queue, tenant, status, attempt, max_att, slot_ms in await cur.fetchall():
         # a running attempt may have had effects: the re-run counts as the next attempt
         att = attempt + 1 if status == "running" else attempt
-        if await engine.restore_run(run_id, queue=queue, tenant=tenant, attempt=att,
+        if await engine.feed.restore_run(run_id, queue=queue, tenant=tenant, attempt=att,
                                     max_att=max(max_att, att), slot_ms=slot_ms,
                                     due_ms=now_ms):
             requeued += 1
@@ -89,7 +89,7 @@ async def _restore_job(engine: Engine, row: tuple[Any, ...]) -> bool:
         next_ms = None if isinstance(schedule, Immediate | At) else next_fire(schedule, last_ms)
     if state in ("active", "paused") and next_ms is None:
         state = "done"
-    return await engine.restore_job(
+    return await engine.feed.restore_job(
         job_id, state=state, next_ms=next_ms, version=version, spec=bytes(spec),
         sched=bytes(trigger), queue=queue, tenant=tenant, max_att=max_att, overlap=overlap,
         runs=runs or 0, last_ms=last_ms, created_ms=created_ms)

@@ -10,14 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rsched import codec
-from rsched.engine_base import EngineBase
+from rsched.engine.core import Core
+from rsched.engine.types import job_of_run, opt_int, parse_run, text
 from rsched.models import DeadLetter, Job, JobState, Overlap, Run, RunStatus, Status
-from rsched.wire import job_of_run, opt_int, parse_run, text
 
 
-class Queries(EngineBase):
+class Queries:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.redis = core.redis
+        self.shard_keys = core.shard_keys
+        self.global_keys = core.global_keys
+
     async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.redis.hgetall(self.keys_for(job_id).job(job_id))
+        raw = await self.redis.hgetall(self.core.keys_for(job_id).job(job_id))
         if not raw:
             return None
         h = {text(k): v for k, v in raw.items()}
@@ -34,19 +40,19 @@ class Queries(EngineBase):
         """Job ids of one shard in creation order, starting after job id ``after``."""
         start = 0
         if after:
-            rank = await self.redis.zrank(self.k[shard].jobs, after)
+            rank = await self.redis.zrank(self.shard_keys[shard].jobs, after)
             start = 0 if rank is None else rank + 1
-        ids = await self.redis.zrange(self.k[shard].jobs, start, start + limit - 1)
+        ids = await self.redis.zrange(self.shard_keys[shard].jobs, start, start + limit - 1)
         return [text(i) for i in ids]
 
     async def get_run(self, run_id: str) -> Run | None:
-        k = self.keys_for(job_of_run(run_id))
+        k = self.core.keys_for(job_of_run(run_id))
         raw = await self.redis.hgetall(k.run(run_id))
         return parse_run(run_id, raw) if raw else None
 
     async def job_runs(self, job_id: str, limit: int = 20) -> list[Run]:
         """The job's most recent runs still held in Redis (newest first)."""
-        k = self.keys_for(job_id)
+        k = self.core.keys_for(job_id)
         total = int(await self.redis.hget(k.job(job_id), "runs") or 0)
         ids = [f"{job_id}:{n}" for n in range(total, max(0, total - limit), -1)]
         pipe = self.redis.pipeline(transaction=False)
@@ -57,7 +63,7 @@ class Queries(EngineBase):
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         out: list[DeadLetter] = []
-        for k in self.k:
+        for k in self.shard_keys:
             for entry_id, f in await self.redis.xrevrange(k.dead, count=limit):
                 h = {text(a): text(b) for a, b in f.items()}
                 out.append(DeadLetter(entry_id=text(entry_id), run_id=h["r"], job_id=h["j"],
@@ -67,31 +73,31 @@ class Queries(EngineBase):
         return out[:limit]
 
     async def known_tasks(self) -> set[str]:
-        return {text(t) for t in await self.redis.smembers(self.g.tasks)}
+        return {text(t) for t in await self.redis.smembers(self.global_keys.tasks)}
 
     async def stream_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)
-        names = list(self._streams(queues)) + [k.events for k in self.k]
+        names = list(self.core.streams(queues)) + [k.events for k in self.shard_keys]
         for n in names:
             pipe.xlen(n)
         return dict(zip(names, await pipe.execute(), strict=True))
 
     async def due_count(self) -> int:
         pipe = self.redis.pipeline(transaction=False)
-        for k in self.k:
+        for k in self.shard_keys:
             pipe.zcard(k.due)
         return sum(await pipe.execute())
 
     async def status(self, now_ms: int, lag_ms: int) -> Status:
         """Counts and liveness for `rsched status`; ``lag_ms`` is the archive lag
         (archive_feed.py computes it)."""
-        queues = sorted(text(q) for q in await self.redis.smembers(self.g.queues))
+        queues = sorted(text(q) for q in await self.redis.smembers(self.global_keys.queues))
         lengths = await self.stream_lengths(queues)
-        events = {k.events for k in self.k}
+        events = {k.events for k in self.shard_keys}
         per_queue = {q: sum(n for s, n in lengths.items()
-                            if s not in events and self._stream_of[s][1] == q) for q in queues}
-        workers = await self.redis.zrange(self.g.workers, 0, -1, withscores=True)
-        schedulers = await self.redis.zrange(self.g.schedulers, 0, -1, withscores=True)
+                            if s not in events and self.core.stream_of(s)[1] == q) for q in queues}
+        workers = await self.redis.zrange(self.global_keys.workers, 0, -1, withscores=True)
+        schedulers = await self.redis.zrange(self.global_keys.schedulers, 0, -1, withscores=True)
         return Status(
             now_ms=now_ms, due=await self.due_count(), queues=per_queue,
             events=sum(n for s, n in lengths.items() if s in events), archive_lag_ms=lag_ms,

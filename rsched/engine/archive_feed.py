@@ -9,31 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.exceptions import ResponseError
-
-from rsched.engine_base import EngineBase
-from rsched.keys import ARCHIVER_GROUP
-from rsched.wire import job_of_run, pairs, split_id, text
+from rsched.engine.core import Core
+from rsched.engine.keys import ARCHIVER_GROUP
+from rsched.engine.types import job_of_run, pairs, split_id, text
 
 
-class ArchiveFeed(EngineBase):
+class ArchiveFeed:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.redis = core.redis
+        self.shard_keys = core.shard_keys
+        self.global_keys = core.global_keys
+
     async def ensure_event_groups(self) -> None:
-        for k in self.k:
-            try:
-                await self.redis.xgroup_create(k.events, ARCHIVER_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        for k in self.shard_keys:
+            await self.core.ensure_group(k.events, ARCHIVER_GROUP)
 
     async def read_events(self, consumer: str, count: int, block_ms: int | None,
                           pending: bool = False) -> list[tuple[int, str, dict[bytes, bytes]]]:
         """Events of every shard as (shard, entry id, raw fields); ``pending`` re-reads this
         consumer's unacked ones (after a crash) instead of new ones."""
-        streams = {k.events: ("0" if pending else ">") for k in self.k}
-        shard_of_stream = {k.events.encode(): k.shard for k in self.k}
+        streams = {k.events: ("0" if pending else ">") for k in self.shard_keys}
+        shard_of_stream = {k.events.encode(): k.shard for k in self.shard_keys}
         if block_ms is None and hasattr(self.redis, "execute_many"):
             # the archiver's bulk path: the flat hiredis reply, one dict per entry
-            [reply] = await self._raw([("XREADGROUP", "GROUP", ARCHIVER_GROUP, consumer,
+            [reply] = await self.core.raw([("XREADGROUP", "GROUP", ARCHIVER_GROUP, consumer,
                                         "COUNT", count, "STREAMS", *streams,
                                         *streams.values())])
             return [(shard_of_stream[stream], eid.decode(), pairs(f))
@@ -48,18 +48,18 @@ class ArchiveFeed(EngineBase):
         by_shard: dict[int, list[str]] = {}
         for shard, eid in ids:
             by_shard.setdefault(shard, []).append(eid)
-        await self._raw([("XACK", self.k[shard].events, ARCHIVER_GROUP, *eids)
+        await self.core.raw([("XACK", self.shard_keys[shard].events, ARCHIVER_GROUP, *eids)
                          for shard, eids in by_shard.items()])
 
     async def trim_events(self) -> int:
         """Drop events every group (the archivers) has acked."""
-        return sum([await self._trim_acked(k.events) for k in self.k])
+        return sum([await self.core.trim_acked(k.events) for k in self.shard_keys])
 
     async def claim_events(self, consumer: str, min_idle_ms: int,
                            count: int) -> list[tuple[int, str, dict[bytes, bytes]]]:
         """Take over events a dead archiver read but never acked."""
         out: list[tuple[int, str, dict[bytes, bytes]]] = []
-        for k in self.k:
+        for k in self.shard_keys:
             reply = await self.redis.xautoclaim(k.events, ARCHIVER_GROUP, consumer, min_idle_ms,
                                                 "0-0", count=count)
             out += [(k.shard, text(eid), f)
@@ -68,9 +68,9 @@ class ArchiveFeed(EngineBase):
 
     async def events_lag_ms(self, now_ms: int) -> int:
         """Age of the oldest event not yet archived (0 when all are)."""
-        oldest = [await self._oldest_unacked(k.events) for k in self.k]
+        oldest = [await self.core.oldest_unacked(k.events) for k in self.shard_keys]
         ages = []
-        for k, floor in zip(self.k, oldest, strict=True):
+        for k, floor in zip(self.shard_keys, oldest, strict=True):
             if floor is None:
                 continue
             first = await self.redis.xrange(k.events, min=floor, count=1)
@@ -83,21 +83,21 @@ class ArchiveFeed(EngineBase):
                           overlap: str, runs: int, last_ms: int | None,
                           created_ms: int) -> bool:
         """Recreate a job lost from Redis; False when it already exists (untouched)."""
-        k = self.keys_for(job_id)
-        res = await self._call("restore_job", {"due": k.due, "jobs": k.jobs}, {
+        k = self.core.keys_for(job_id)
+        res = await self.core.call("restore_job", {"due": k.due, "jobs": k.jobs}, {
             "job_prefix": k.job_prefix, "job_id": job_id, "state": state,
             "next_ms": -1 if next_ms is None else next_ms, "version": version, "spec": spec,
             "sched": sched, "queue": queue, "tenant": tenant, "max_att": max_att,
             "overlap": overlap, "runs": runs, "last_ms": -1 if last_ms is None else last_ms,
-            "created_ms": created_ms, "done_ttl_ms": self.done_ttl_ms})
+            "created_ms": created_ms, "done_ttl_ms": self.core.done_ttl_ms})
         return int(res) == 1
 
     async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
                           max_att: int, slot_ms: int, due_ms: int) -> bool:
         """Re-queue an unfinished run lost from Redis as a retry due at ``due_ms``."""
         job_id = job_of_run(run_id)
-        k = self.keys_for(job_id)
-        res = await self._call("restore_run", {"due": k.due}, {
+        k = self.core.keys_for(job_id)
+        res = await self.core.call("restore_run", {"due": k.due}, {
             "run_prefix": k.run_prefix, "run_id": run_id, "job_id": job_id, "queue": queue,
             "tenant": tenant, "attempt": attempt, "max_att": max_att, "slot_ms": slot_ms,
             "due_ms": due_ms})

@@ -36,7 +36,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     out = []
-    for entry in resources.files("rsched.migrations").iterdir():
+    for entry in resources.files("rsched.archive.migrations").iterdir():
         m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
         if m:
             out.append(Migration(int(m.group(1)), m.group(2), entry.read_text()))

@@ -18,38 +18,31 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from rsched import pg
-from rsched.archiver import Archiver
-from rsched.client import Client, connect_redis
-from rsched.clock import RedisClock, SyncedClock
+from rsched.archive import pg
+from rsched.archive.archiver import Archiver
+from rsched.client import Client
+from rsched.clock import SyncedClock
 from rsched.engine import Engine
 from rsched.errors import DuplicateJob
 from rsched.models import Every, JobDef
-from rsched.scheduler import Scheduler
+from rsched.roles.scheduler import Scheduler
+from rsched.roles.worker import TASK_THREADS, Worker
 from rsched.settings import Settings
 from rsched.tasks import registry
-from rsched.worker import TASK_THREADS, Worker
 
 log = logging.getLogger(__name__)
 
 
-async def engine_for(settings: Settings) -> Engine:
-    engine = Engine(connect_redis(settings), settings.redis,
-                    events_maxlen=settings.scheduler.events_maxlen)
-    await engine.start()
-    return engine
-
-
 async def build_scheduler(settings: Settings) -> Scheduler:
-    engine = await engine_for(settings)
-    return Scheduler(engine, settings.scheduler, RedisClock(engine.redis))
+    engine = await Engine.connect(settings)
+    return Scheduler(engine, settings.scheduler, engine.clock())
 
 
 async def build_worker(settings: Settings) -> Worker:
     registry.import_modules(settings.worker.modules)
-    engine = await engine_for(settings)
+    engine = await Engine.connect(settings)
     # Timestamps only: no TIME round trip per batch and per flush (see SyncedClock).
-    return Worker(engine, settings.worker, SyncedClock(RedisClock(engine.redis)), registry)
+    return Worker(engine, settings.worker, SyncedClock(engine.clock()), registry)
 
 
 async def run_until_signal(
@@ -73,7 +66,7 @@ async def run_until_signal(
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
     for c in components:
-        await c.engine.redis.aclose()
+        await c.engine.close()
 
 
 def exit_abandoning_task_threads(wait_s: float = 0.5) -> None:
@@ -124,5 +117,5 @@ async def build_archiver(settings: Settings) -> Archiver:
         await pg.apply_retention(conn, datetime.now(UTC), settings.archiver.retention_days)
     finally:
         await conn.close()
-    engine = await engine_for(settings)
-    return Archiver(engine, settings.archiver, RedisClock(engine.redis))
+    engine = await Engine.connect(settings)
+    return Archiver(engine, settings.archiver, engine.clock())

@@ -8,15 +8,12 @@ the shard's hash tag and the scripts run unchanged on Redis Cluster.
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
-from rsched.errors import InvalidQueueName
+from rsched.names import validate_queue
 
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 # Consumer group every worker of a queue reads through.
 WORKER_GROUP = "workers"
 # Consumer group archivers read the events streams through.
@@ -24,11 +21,6 @@ ARCHIVER_GROUP = "archivers"
 # Due-index members with this prefix are retries of a run, not jobs.
 RETRY_PREFIX = "r:"
 
-
-def validate_queue(name: str) -> str:
-    if not QUEUE_NAME.match(name):
-        raise InvalidQueueName(f"invalid queue name {name!r}: use 1-64 of [A-Za-z0-9_.-]")
-    return name
 
 
 def shard_of(job_id: str, shards: int) -> int:
@@ -91,14 +83,14 @@ class ShardKeys:
         return f"{self.tag}:jobs"
 
     @cached_property
-    def job_prefix(self) -> str:  # HASH per job: <job_prefix><job id>, see engine.JOB_FIELDS
+    def job_prefix(self) -> str:  # HASH per job: <job_prefix><job id>, fields in engine/schema.py
         return f"{self.tag}:job:"
 
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id
 
     @cached_property
-    def run_prefix(self) -> str:  # HASH per run: <run_prefix><run id>, see engine.RUN_FIELDS
+    def run_prefix(self) -> str:  # HASH per run: <run_prefix><run id>, fields in engine/schema.py
         return f"{self.tag}:run:"
 
     def run(self, run_id: str) -> str:
@@ -127,6 +119,3 @@ class ShardKeys:
     def fence(self) -> str:  # STRING  counter bumped on every lease take-over (fencing token)
         return f"{self.tag}:fence"
 
-
-def shard_keys(prefix: str, shards: int) -> list[ShardKeys]:
-    return [ShardKeys(prefix, s) for s in range(shards)]

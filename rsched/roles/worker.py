@@ -76,8 +76,8 @@ class Worker:
         self._due: dict[str, float] = {}  # maintenance name -> next monotonic time
 
     async def start(self) -> None:
-        await self.engine.ensure_groups(self.cfg.queues)
-        await self.engine.register_tasks(self.registry.names())
+        await self.engine.runs.ensure_groups(self.cfg.queues)
+        await self.engine.runs.register_tasks(self.registry.names())
 
     # -- one iteration ------------------------------------------------------------------
     async def tick(self, block_ms: int | None = None) -> WorkerReport:
@@ -89,7 +89,7 @@ class Worker:
             # COUNT applies per stream: spread the room over every shard stream read
             streams = len(self.cfg.queues) * self.engine.shards
             per_stream = max(1, -(-min(room, self.cfg.batch) // streams))
-            runs = await self.engine.read_runs(self.id, self.cfg.queues, per_stream, block_ms)
+            runs = await self.engine.runs.read_runs(self.id, self.cfg.queues, per_stream, block_ms)
             started = await self._start(runs)
         return WorkerReport(started, len(self.inflight))
 
@@ -101,13 +101,14 @@ class Worker:
         for d in runs:
             by_shard.setdefault(d.shard, []).append(d)
         started = 0
-        for shard, codes in (await self.engine.start_runs_many(now, self.id, by_shard)).items():
+        codes_by_shard = await self.engine.runs.start_runs(now, self.id, by_shard)
+        for shard, codes in codes_by_shard.items():
             for d, code in zip(by_shard[shard], codes, strict=True):
                 if code == 0:
                     self._spawn(d)
                     started += 1
                 elif code == -1:
-                    await self.engine.ack_entry(d)
+                    await self.engine.runs.ack_entry(d)
         return started
 
     def _spawn(self, d: Delivery) -> None:
@@ -212,7 +213,7 @@ class Worker:
                 if retry and spec is not None:
                     retry_at = now + (delay_ms if delay_ms is not None
                                       else backoff_ms(spec.retry, d.attempt, self._rng))
-                code = await self.engine.fail_run(d.shard, now, self._ttl_ms, d.run_id,
+                code = await self.engine.runs.fail_run(d.shard, now, self._ttl_ms, d.run_id,
                                                   d.attempt, error, retry_at, final)
                 break
             except _REDIS_DOWN as exc:
@@ -232,7 +233,7 @@ class Worker:
         batch, self._done = self._done, {}
         try:
             now = await self.clock.now_ms()
-            codes = await self.engine.complete_runs(now, self._ttl_ms, batch)
+            codes = await self.engine.runs.complete_runs(now, self._ttl_ms, batch)
         except (*_REDIS_DOWN, asyncio.CancelledError):
             # Keep the outcomes for the next flush rather than letting the runs be reclaimed
             # and executed again: completion is fenced by attempt, so resending a batch that
@@ -256,13 +257,13 @@ class Worker:
 
     async def _maintain(self) -> None:
         if self._every("heartbeat", self.cfg.heartbeat_s):
-            await self.engine.heartbeat(self.id, await self.clock.now_ms())
+            await self.engine.runs.heartbeat(self.id, await self.clock.now_ms())
         if self.inflight and self._every("extend", self.cfg.lease_s / 3):
-            await self.engine.extend_runs(self.id, [d for d, _ in self.inflight.values()])
+            await self.engine.runs.extend_runs(self.id, [d for d, _ in self.inflight.values()])
         if self._every("reclaim", self.cfg.reclaim_every_s):
             await self.reclaim()
         if self._every("trim", self.cfg.trim_every_s):
-            await self.engine.trim_queues(self.cfg.queues)
+            await self.engine.runs.trim_queues(self.cfg.queues)
 
     async def reclaim(self) -> int:
         """Take over runs whose worker stopped extending them (died or froze)."""
@@ -271,7 +272,7 @@ class Worker:
         # XAUTOCLAIM would hand them back to us as new attempts and run them twice.
         await self.flush()
         if self.inflight:
-            await self.engine.extend_runs(self.id, [d for d, _ in self.inflight.values()])
+            await self.engine.runs.extend_runs(self.id, [d for d, _ in self.inflight.values()])
         now = await self.clock.now_ms()
         taken = 0
         for queue in self.cfg.queues:
@@ -279,7 +280,7 @@ class Worker:
                 room = self.cfg.concurrency - len(self.inflight)
                 if room <= 0 or self._stopping.is_set():
                     return taken
-                runs = await self.engine.reclaim_runs(shard, queue, now, self.id,
+                runs = await self.engine.runs.reclaim_runs(shard, queue, now, self.id,
                                                       int(self.cfg.lease_s * 1000), room,
                                                       self._ttl_ms)
                 for d in runs:
@@ -331,7 +332,7 @@ class Worker:
                 self._flush_now.set()
 
     async def _listen(self) -> None:
-        async for run_id in self.engine.cancel_signals():
+        async for run_id in self.engine.runs.cancel_signals():
             entry = self.inflight.get(run_id)
             if entry is not None:
                 self._cancelled.add(run_id)
@@ -359,7 +360,7 @@ class Worker:
         await asyncio.gather(*helpers, return_exceptions=True)
         try:
             await self.flush()
-            await self.engine.forget_worker(self.id)
+            await self.engine.runs.forget_worker(self.id)
         except _REDIS_DOWN as exc:
             log.warning("shutdown without final flush (%s); runs will be reclaimed", exc)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -376,7 +377,7 @@ class Worker:
             live = [d for d, t in self.inflight.values() if not t.done()]
             if pending and live:
                 try:
-                    await self.engine.extend_runs(self.id, live)
+                    await self.engine.runs.extend_runs(self.id, live)
                 except _REDIS_DOWN as exc:
                     log.warning("cannot extend in-flight runs during shutdown (%s)", exc)
         return pending

@@ -27,8 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rsched import pg
-from rsched.archive_batch import Batch, Conn, Event, write_batch, write_isolating
+from rsched.archive import pg
+from rsched.archive.batch import Batch, Conn, Event, write_batch, write_isolating
 from rsched.clock import Clock
 from rsched.engine import Engine
 from rsched.errors import ArchiveError
@@ -77,7 +77,7 @@ class Archiver:
         self._failed: Batch | None = None
 
     async def start(self) -> None:
-        await self.engine.ensure_event_groups()
+        await self.engine.feed.ensure_event_groups()
 
     async def _db(self) -> Conn:
         if self.conn is None or self.conn.closed:
@@ -86,7 +86,7 @@ class Archiver:
 
     async def lag_ms(self) -> int:
         """Archive lag: age of the oldest event not yet archived (0 when all are)."""
-        return await self.engine.events_lag_ms(await self.clock.now_ms())
+        return await self.engine.feed.events_lag_ms(await self.clock.now_ms())
 
     # -- one iteration ------------------------------------------------------------------
     async def tick(self, block_ms: int | None = None, flush: bool = False) -> ArchiveReport:
@@ -136,7 +136,7 @@ class Archiver:
     async def _commit(self, batch: Batch) -> ArchiveReport:
         try:
             await self.write(batch)
-            await self.engine.ack_events(batch.ids)
+            await self.engine.feed.ack_events(batch.ids)
         except BaseException:
             self._failed = batch  # retried (written again: idempotent) before anything else
             raise
@@ -154,25 +154,25 @@ class Archiver:
         """New events, or (urgent: committed at once, as a re-read would return them
         again) this consumer's unacked ones after a restart, or a dead archiver's."""
         if self._recovering:
-            events = await self.engine.read_events(self.consumer, count, None, pending=True)
+            events = await self.engine.feed.read_events(self.consumer, count, None, pending=True)
             if events:
                 return events, True
             self._recovering = False
         if time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self.cfg.claim_idle_s / 2
-            claimed = await self.engine.claim_events(self.consumer,
+            claimed = await self.engine.feed.claim_events(self.consumer,
                                                      int(self.cfg.claim_idle_s * 1000), count)
             if claimed:
                 log.info("took over %d unacked event(s) of a dead archiver", len(claimed))
                 return claimed, True
         # a non-blocking read first: the bulk path when events wait (see Engine.read_events)
-        events = await self.engine.read_events(self.consumer, count, None)
+        events = await self.engine.feed.read_events(self.consumer, count, None)
         if events or block_ms is None:
             return events, False
         if self.batch.events:  # wait no longer than until the batch is due
             age_ms = (time.monotonic() - self.batch.started) * 1000
             block_ms = min(block_ms, max(1, int(self.cfg.flush_s * 1000 - age_ms)))
-        return await self.engine.read_events(self.consumer, count, block_ms), False
+        return await self.engine.feed.read_events(self.consumer, count, block_ms), False
 
     async def write(self, batch: Batch) -> None:
         """Commit a batch in one transaction (events the database rejects as data are set
@@ -225,7 +225,7 @@ class Archiver:
                 # Redis lost its data (a FLUSHALL, a failover without persistence): what
                 # this archiver holds is still written; new events need the group again
                 log.warning("events consumer group gone (Redis lost its data?); recreating it")
-                await self.engine.ensure_event_groups()
+                await self.engine.feed.ensure_event_groups()
             except psycopg.Error as exc:  # e.g. schema missing: an operator must act
                 log.error("archive write failed (%s; has `rsched migrate` run?); retrying in"
                           " %.1fs", str(exc).strip(), backoff)
@@ -242,7 +242,7 @@ class Archiver:
         now = time.monotonic()
         if report.events and now >= self._next_trim:
             self._next_trim = now + 1.0  # trimming costs round trips per shard
-            await self.engine.trim_events()
+            await self.engine.feed.trim_events()
         if now >= self._next_report:
             self._next_report = now + self.cfg.report_every_s
             log.info("archive lag %.1fs (consumer %s)", await self.lag_ms() / 1000,

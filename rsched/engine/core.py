@@ -1,0 +1,132 @@
+"""The engine's shared plumbing: its Redis client, keys, scripts and stream helpers.
+
+Owns: the state every part of the engine uses (client, settings, ShardKeys per shard,
+loaded scripts), script calls, raw pipelined commands, pub/sub subscriptions and the
+acked floor of a stream. Must not: implement a state transition or a query (the parts
+in jobs.py, firing.py, runs.py, queries.py and archive_feed.py do, each holding this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from rsched.engine.keys import GlobalKeys, ShardKeys, shard_of
+from rsched.engine.scripts import Scripts
+from rsched.engine.types import id_lt, next_id, text
+from rsched.errors import ConfigError
+from rsched.settings import RedisSettings
+
+log = logging.getLogger(__name__)
+
+
+class Core:
+    def __init__(self, redis: Any, cfg: RedisSettings, *, events_maxlen: int) -> None:
+        self.redis = redis
+        self.cfg = cfg
+        self.shards = cfg.shards
+        self.global_keys = GlobalKeys(cfg.prefix)
+        self.shard_keys = [ShardKeys(cfg.prefix, s) for s in range(cfg.shards)]
+        self.scripts = Scripts()
+        self.maxlen = events_maxlen
+        self.done_ttl_ms = int(cfg.done_job_ttl_s * 1000)
+        self._stream_of: dict[str, tuple[int, str]] = {}
+
+    async def start(self) -> None:
+        """Load scripts and check the shard count stored for this deployment."""
+        await self.scripts.load(self.redis)
+        meta = self.global_keys.meta
+        await self.redis.hsetnx(meta, "shards", self.shards)
+        stored = int(await self.redis.hget(meta, "shards"))
+        if stored != self.shards:
+            raise ConfigError(
+                f"deployment {self.cfg.prefix!r} has {stored} shards, settings say {self.shards}"
+            )
+
+    def keys_for(self, job_id: str) -> ShardKeys:
+        return self.shard_keys[shard_of(job_id, self.shards)]
+
+    async def call(self, name: str, keys: dict[str, str], args: dict[str, Any]) -> Any:
+        return await self.scripts.call(self.redis, name, keys, args)
+
+    def streams(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Every shard's stream of each queue -> (shard, queue)."""
+        out = {}
+        for q in queues:
+            for k in self.shard_keys:
+                out[k.queue(q)] = (k.shard, q)
+        self._stream_of.update(out)
+        return out
+
+    def stream_of(self, stream: str) -> tuple[int, str]:
+        return self._stream_of[stream]
+
+    async def raw(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Plain commands pipelined, replies unparsed: on the hiredis fast path when the
+        client has one (redis-py packs ~150,000 XACK ids noticeably slower)."""
+        execute_many = getattr(self.redis, "execute_many", None)
+        if execute_many is not None:
+            replies = await execute_many(commands)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for cmd in commands:
+                pipe.execute_command(*cmd)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return list(replies)
+
+    async def trim_acked(self, stream: str) -> int:
+        floor = await self.oldest_unacked(stream)
+        if floor is None:
+            return 0
+        return int(await self.redis.xtrim(stream, minid=floor, approximate=False))
+
+    async def oldest_unacked(self, stream: str) -> str | None:
+        """The smallest id some group still needs (oldest pending, else next unread)."""
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError:
+            return None
+        floor: str | None = None
+        for g in groups:
+            pend = await self.redis.xpending(stream, g["name"])
+            cand = text(pend["min"]) if pend["pending"] else next_id(text(g["last-delivered-id"]))
+            floor = cand if floor is None or id_lt(cand, floor) else floor
+        return floor
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Messages of ``channel``, forever: a lost subscription (Redis down, restarted,
+        or any other error) is logged and made again with back-off, so a listener never
+        dies silently. Messages published while unsubscribed are lost; every listener
+        has a slower path that does not need them (full scans, lease checks)."""
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                backoff = 0.1
+                async for msg in pubsub.listen():
+                    if msg["type"] == "message":
+                        yield text(msg["data"])
+            except Exception as exc:  # noqa: BLE001 - any failure means: subscribe again
+                log.warning("subscription to %s lost (%s: %s); subscribing again in %.1fs",
+                            channel, type(exc).__name__, exc, backoff)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)

@@ -1,0 +1,122 @@
+"""Transitions of jobs: create, change, cancel, pause, resume, run now.
+
+Owns: one engine method per job script (schedule_job, cancel_job, pause_job, resume_job,
+run_now), each one atomic script call. Must not: compute fire times or validate
+schedules (the client does); callers pass ``now_ms`` and the first fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from rsched import codec
+from rsched.engine.core import Core
+from rsched.engine.types import text
+from rsched.errors import raise_for_code
+from rsched.models import JobDef
+from rsched.names import validate_job_id, validate_queue
+
+
+def check_job(job_id: str, d: JobDef) -> None:
+    validate_job_id(job_id)
+    validate_queue(d.queue)
+
+
+class Jobs:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.redis = core.redis
+        self.shard_keys = core.shard_keys
+        self.global_keys = core.global_keys
+
+    def _schedule_args(self, job_id: str, d: JobDef, now_ms: int, next_ms: int | None,
+                       expect_version: int) -> tuple[dict[str, str], dict[str, Any]]:
+        check_job(job_id, d)
+        k = self.core.keys_for(job_id)
+        return {"due": k.due, "events": k.events, "jobs": k.jobs}, {
+            "now_ms": now_ms, "job_prefix": k.job_prefix, "job_id": job_id,
+            "next_ms": -1 if next_ms is None else next_ms, "expect_ver": expect_version,
+            "spec": codec.encode(d.spec()), "sched": codec.encode(d.trigger()),
+            "queue": d.queue, "tenant": d.tenant, "max_att": d.retry.max_attempts,
+            "overlap": d.overlap.value, "maxlen": self.core.maxlen,
+            "wake": self.global_keys.wake_channel,
+            "shard": k.shard}
+
+    async def schedule_job(self, job_id: str, d: JobDef, *, now_ms: int, next_ms: int | None,
+                           expect_version: int) -> int:
+        ver = await self.core.call("schedule_job",
+                               *self._schedule_args(job_id, d, now_ms, next_ms, expect_version))
+        raise_for_code(ver, script="schedule_job", job_id=job_id)
+        await self.redis.sadd(self.global_keys.queues, d.queue)
+        return int(ver)
+
+    async def schedule_many(self, jobs: Sequence[tuple[str, JobDef, int | None]], *,
+                            now_ms: int, chunk: int = 1000) -> list[int]:
+        """Create jobs (id, definition, first fire) in pipelined round trips of ``chunk``
+        schedule_job calls. Each job is created atomically, the batch is not: returns one
+        code per job, its version (1) or -4 when the id already exists."""
+        for job_id, d, _ in jobs:  # bad input fails before anything is written
+            check_job(job_id, d)
+        out: list[int] = []
+        sent: asyncio.Future[Sequence[Any]] | None = None
+        for i in range(0, len(jobs), chunk):
+            calls = [self._schedule_args(job_id, d, now_ms, nxt, 0)
+                     for job_id, d, nxt in jobs[i:i + chunk]]
+
+            def build(pipe: Any, calls: list[tuple[dict[str, str], dict[str, Any]]] = calls
+                      ) -> None:
+                for keys, args in calls:
+                    self.core.scripts.queue(pipe, "schedule_job", keys, args)
+
+            # Redis runs this chunk while the next one is built: one chunk in flight.
+            nxt_sent = asyncio.ensure_future(self.core.scripts.execute(self.redis, build))
+            try:
+                await asyncio.sleep(0)  # let it write its commands
+                if sent is not None:
+                    out += [int(r) for r in await sent]
+            except BaseException:
+                nxt_sent.cancel()
+                await asyncio.gather(nxt_sent, return_exceptions=True)
+                raise
+            sent = nxt_sent
+        if sent is not None:
+            out += [int(r) for r in await sent]
+        queues = {d.queue for _, d, _ in jobs}
+        if queues:
+            await self.redis.sadd(self.global_keys.queues, *queues)
+        return out
+
+    async def _job_op(self, name: str, job_id: str, keys: dict[str, str],
+                      args: dict[str, Any]) -> Any:
+        k = self.core.keys_for(job_id)
+        res = await self.core.call(name, keys, {"now_ms": args.pop("now_ms"),
+                                                "job_prefix": k.job_prefix, "job_id": job_id,
+                                                "maxlen": self.core.maxlen, **args})
+        if isinstance(res, int):
+            raise_for_code(res, script=name, job_id=job_id)
+        return res
+
+    async def cancel_job(self, job_id: str, now_ms: int) -> None:
+        k = self.core.keys_for(job_id)
+        await self._job_op("cancel_job", job_id, {"due": k.due, "events": k.events,
+                                                   "jobs": k.jobs}, {
+            "now_ms": now_ms, "run_prefix": k.run_prefix,
+            "channel": self.global_keys.cancel_channel,
+            "done_ttl_ms": self.core.done_ttl_ms})
+
+    async def pause_job(self, job_id: str, now_ms: int) -> None:
+        k = self.core.keys_for(job_id)
+        await self._job_op("pause_job", job_id, {"due": k.due, "events": k.events},
+                           {"now_ms": now_ms})
+
+    async def resume_job(self, job_id: str, now_ms: int) -> None:
+        k = self.core.keys_for(job_id)
+        await self._job_op("resume_job", job_id, {"due": k.due, "events": k.events}, {
+            "now_ms": now_ms, "wake": self.global_keys.wake_channel, "shard": k.shard})
+
+    async def run_now(self, job_id: str, now_ms: int) -> str:
+        k = self.core.keys_for(job_id)
+        return text(await self._job_op("run_now", job_id, {"events": k.events}, {
+            "now_ms": now_ms, "run_prefix": k.run_prefix, "queue_prefix": k.queue_prefix}))
