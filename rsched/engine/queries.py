@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from rsched import codec
 from rsched.engine.core import Core
-from rsched.engine.types import job_of_run, opt_int, parse_run, text
-from rsched.models import DeadLetter, Job, JobState, Overlap, Run, RunStatus, Status
+from rsched.engine.schema import DEAD_LETTER, JOB
+from rsched.engine.types import job_of_run, parse_run, text
+from rsched.models import DeadLetter, Job, JobState, Overlap, Run, Status
 
 
 class Queries:
@@ -26,15 +29,13 @@ class Queries:
         raw = await self.redis.hgetall(self.core.keys_for(job_id).job(job_id))
         if not raw:
             return None
-        h = {text(k): v for k, v in raw.items()}
-        last_run = text(h["cur"]) if h.get("cur") else None
+        h = JOB.decode(raw)
         return Job(
-            id=job_id, state=JobState(text(h["state"])), version=int(h["ver"]),
-            queue=text(h["queue"]), tenant=text(h["tenant"]), spec=codec.decode_spec(h["spec"]),
-            trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(text(h["overlap"])),
-            next_ms=opt_int(h.get("next")), last_slot_ms=opt_int(h.get("last")),
-            runs=int(h.get("runs", 0)), last_run_id=last_run,
-        )
+            id=job_id, state=JobState(h["state"]), version=h["version"], queue=h["queue"],
+            tenant=h["tenant"], spec=codec.decode_spec(h["spec"]),
+            trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(h["overlap"]),
+            next_ms=h.get("next_ms"), last_slot_ms=h.get("last_slot_ms"), runs=h.get("runs", 0),
+            last_run_id=h.get("last_run_id"))
 
     async def list_jobs(self, shard: int, *, after: str = "", limit: int = 100) -> list[str]:
         """Job ids of one shard in creation order, starting after job id ``after``."""
@@ -65,10 +66,9 @@ class Queries:
         out: list[DeadLetter] = []
         for k in self.shard_keys:
             for entry_id, f in await self.redis.xrevrange(k.dead, count=limit):
-                h = {text(a): text(b) for a, b in f.items()}
-                out.append(DeadLetter(entry_id=text(entry_id), run_id=h["r"], job_id=h["j"],
-                                      queue=h["q"], status=RunStatus(h["st"]),
-                                      attempt=int(h["a"]), error=h["e"], at_ms=int(h["t"])))
+                out.append(msgspec.convert({"error": "", **DEAD_LETTER.decode(f),
+                                            "entry_id": text(entry_id)},
+                                           DeadLetter))
         out.sort(key=lambda d: d.at_ms, reverse=True)
         return out[:limit]
 

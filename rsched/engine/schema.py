@@ -72,7 +72,12 @@ def _typed(kind: type, v: Any) -> Any:
     if kind is bytes:
         return v if isinstance(v, bytes) else str(v).encode()
     s = v.decode() if isinstance(v, bytes) else str(v)
-    return int(s) if kind is int else s
+    if kind is not int:
+        return s
+    try:
+        return int(s)
+    except ValueError:  # written by an older Lua as a float ("1.7e+12")
+        return int(float(s))
 
 
 F = Field

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from rsched.engine.keys import RETRY_PREFIX
+from rsched.engine.schema import RUN
 from rsched.models import Run, RunStatus
 
 
@@ -67,14 +70,9 @@ def job_of_run(run_id: str) -> str:
 
 
 def parse_run(run_id: str, raw: dict[Any, Any]) -> Run:
-    h = {text(k): text(v) for k, v in raw.items()}
-    return Run(
-        id=run_id, job_id=h.get("job", job_of_run(run_id)), queue=h.get("queue", ""),
-        tenant=h.get("tenant", ""), status=RunStatus(h["st"]), attempt=int(h.get("att", 1)),
-        slot_ms=int(float(h.get("slot", 0))), enqueued_ms=opt_int(h.get("enq")),
-        started_ms=opt_int(h.get("start")), finished_ms=opt_int(h.get("end")),
-        worker=h.get("worker"), error=h.get("err"),
-    )
+    defaults = {"job_id": job_of_run(run_id), "queue": "", "tenant": "", "attempt": 1,
+                "slot_ms": 0}
+    return msgspec.convert({**defaults, **RUN.decode(raw), "id": run_id}, Run)
 
 
 def pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:
