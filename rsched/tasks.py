@@ -56,7 +56,7 @@ def context_arg(fn: Callable[..., Any]) -> str | None:
     for name in params:
         hint = hints.get(name)
         if hint is RunContext or (isinstance(hint, str)
-                                  and hint.rpartition(".")[2] == "RunContext"):
+                                  and hint.strip("'\" ").rpartition(".")[2] == "RunContext"):
             return name
     return None
 
