@@ -1,10 +1,13 @@
 """The worker role: reads runs from queue streams, executes tasks, records outcomes.
 
-Owns: concurrency, timeouts, retries with backoff, lease extension of in-flight runs,
-cancellation signals, graceful shutdown, batching of completions; reclaiming abandoned
-runs (reclaim_runs.lua) and trimming acked stream entries run as its maintenance.
-Must not: fire slots or format keys. Every outcome is fenced by the run's attempt, so
-a worker that lost its run to a reclaim cannot overwrite the newer attempt's result.
+Owns: concurrency, retries with backoff, lease extension of in-flight runs (deadlines in
+run_leases.py), cancellation signals, graceful shutdown, batching of completions;
+reclaiming abandoned runs (reclaim_runs.lua) and trimming acked stream entries run as its
+maintenance. Calling a task (arguments, timeout, threads) is task_call.py's.
+Must not: fire slots or format keys. Every outcome and lease extension is fenced by the
+run's attempt, so a worker that lost its run to a reclaim cannot overwrite the newer
+attempt's result or take the run back; a run whose lease may have lapsed is cancelled
+and records nothing.
 """
 
 from __future__ import annotations
