@@ -1,12 +1,14 @@
-"""The task registry workers execute from, and the ``@task`` decorator.
+"""The task registry workers execute from, the ``@task`` decorator and ``RunContext``.
 
-Owns: name -> callable mapping, importing task modules. Must not: run tasks.
+Owns: name -> callable mapping, importing task modules, which parameter (if any) takes
+the run context. Must not: run tasks.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -16,11 +18,47 @@ from rsched.errors import ConfigError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunContext:
+    """What a running task knows about its run. A task gets one by declaring a parameter
+    annotated ``RunContext`` (any name); the worker passes it by keyword::
+
+        @task
+        async def send(to: str, ctx: RunContext) -> None:
+            await mailer.send(to, idempotency_key=ctx.run_id)
+
+    Make side effects idempotent on ``run_id``: a retried or reclaimed run keeps its id and
+    gets a higher ``attempt``."""
+
+    job_id: str
+    run_id: str  # "<job id>:<run number>", the same for every attempt of the run
+    attempt: int  # 1 for the first execution; retries and reclaims add one
+    slot_ms: int  # the scheduled slot this run is for (epoch ms)
+    queue: str
+    deadline_ms: int | None  # epoch ms (Redis clock) its timeout ends; None: no timeout
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
     fn: Callable[..., Any]
     is_async: bool
+    context_arg: str | None = None  # the parameter that takes a RunContext
+
+
+def context_arg(fn: Callable[..., Any]) -> str | None:
+    """The name of ``fn``'s parameter annotated ``RunContext``, if it has one."""
+    params = inspect.signature(fn).parameters
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: compare their text
+        hints = {n: p.annotation for n, p in params.items()}
+    for name in params:
+        hint = hints.get(name)
+        if hint is RunContext or (isinstance(hint, str)
+                                  and hint.strip("'\" ").rpartition(".")[2] == "RunContext"):
+            return name
+    return None
 
 
 class TaskRegistry:
@@ -40,7 +78,7 @@ class TaskRegistry:
             existing = self._tasks.get(key)
             if existing is not None and existing.fn is not f:
                 raise ConfigError(f"task {key!r} is registered twice")
-            self._tasks[key] = Task(key, f, inspect.iscoroutinefunction(f))
+            self._tasks[key] = Task(key, f, inspect.iscoroutinefunction(f), context_arg(f))
             return f
 
         return register(fn) if fn is not None else register

@@ -122,15 +122,32 @@ class Runs:
     async def ack_entry(self, d: Delivery) -> None:
         await self.redis.xack(self.shard_keys[d.shard].queue(d.queue), WORKER_GROUP, d.entry_id)
 
-    async def extend_runs(self, consumer: str, runs: Sequence[Delivery]) -> None:
-        """Reset the idle time of in-flight entries so the reclaimer leaves them alone."""
-        by_stream: dict[str, list[str]] = {}
-        for d in runs:
-            by_stream.setdefault(self.shard_keys[d.shard].queue(d.queue), []).append(d.entry_id)
-        pipe = self.redis.pipeline(transaction=False)
-        for stream, ids in by_stream.items():
-            pipe.xclaim(stream, WORKER_GROUP, consumer, 0, ids, justid=True)
-        await pipe.execute()
+    async def extend_runs(self, consumer: str, runs: Sequence[Delivery]) -> list[int]:
+        """Reset the idle time of in-flight entries so the reclaimer leaves them alone,
+        fenced by attempt (extend_runs.lua), in one pipelined round trip. One code per
+        run, in order: 0 extended, -1 gone, -3 lost (reclaimed, ended or not this
+        worker's), in which case the entry is left as it is."""
+        by_stream: dict[tuple[int, str], list[int]] = {}
+        for i, d in enumerate(runs):
+            by_stream.setdefault((d.shard, d.queue), []).append(i)
+
+        def build(pipe: Any) -> None:
+            for (shard, queue), idx in by_stream.items():
+                k = self.shard_keys[shard]
+                flat: list[Any] = []
+                for i in idx:
+                    flat += [runs[i].run_id, runs[i].attempt, runs[i].entry_id]
+                self.core.scripts.queue(pipe, "extend_runs", {"stream": k.queue(queue)}, {
+                    "group": WORKER_GROUP, "worker": consumer, "run_prefix": k.run_prefix,
+                    "items": flat})
+
+        codes = [0] * len(runs)
+        if by_stream:
+            replies = await self.core.scripts.execute(self.redis, build)
+            for idx, reply in zip(by_stream.values(), replies, strict=True):
+                for i, code in zip(idx, reply, strict=True):
+                    codes[i] = int(code)
+        return codes
 
     async def trim_queues(self, queues: Sequence[str]) -> int:
         """Drop queue entries every group has acked (below the oldest pending or unread)."""

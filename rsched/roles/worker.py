@@ -1,10 +1,13 @@
 """The worker role: reads runs from queue streams, executes tasks, records outcomes.
 
-Owns: concurrency, timeouts, retries with backoff, lease extension of in-flight runs,
-cancellation signals, graceful shutdown, batching of completions; reclaiming abandoned
-runs (reclaim_runs.lua) and trimming acked stream entries run as its maintenance.
-Must not: fire slots or format keys. Every outcome is fenced by the run's attempt, so
-a worker that lost its run to a reclaim cannot overwrite the newer attempt's result.
+Owns: concurrency, retries with backoff, lease extension of in-flight runs (deadlines in
+run_leases.py), cancellation signals, graceful shutdown, batching of completions;
+reclaiming abandoned runs (reclaim_runs.lua) and trimming acked stream entries run as its
+maintenance. Calling a task (arguments, timeout, threads) is task_call.py's.
+Must not: fire slots or format keys. Every outcome and lease extension is fenced by the
+run's attempt, so a worker that lost its run to a reclaim cannot overwrite the newer
+attempt's result or take the run back; a run whose lease may have lapsed is cancelled
+and records nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from rsched.clock import Clock
 from rsched.engine import Delivery, Engine, Outcome
 from rsched.errors import Fatal, Retry, SerializationError
 from rsched.models import JobSpec, RetryPolicy, RunStatus
+from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
+from rsched.roles.task_call import TaskCaller
 from rsched.settings import WorkerSettings
 from rsched.tasks import TaskRegistry
 
@@ -68,8 +73,11 @@ class Worker:
         self._room = asyncio.Event()  # set whenever an in-flight run ends
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
-        self._expired: set[str] = set()  # runs whose timeout cancelled them
+        self._leases = RunLeases(cfg.lease_s, self._lose)
+        self._lost: set[RunKey] = set()  # runs cancelled because their lease may be gone
         self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix=TASK_THREADS)
+        self._caller = TaskCaller(registry, clock, self._pool, self._leases,
+                                  self._lost.__contains__)
         self._specs: dict[bytes, JobSpec] = {}
         self._rng = random.Random()
         self._ttl_ms = int(cfg.run_ttl_s * 1000)
@@ -89,13 +97,15 @@ class Worker:
             # COUNT applies per stream: spread the room over every shard stream read
             streams = len(self.cfg.queues) * self.engine.shards
             per_stream = max(1, -(-min(room, self.cfg.batch) // streams))
+            read_at = time.monotonic()  # their lease began after this
             runs = await self.engine.runs.read_runs(self.id, self.cfg.queues, per_stream, block_ms)
-            started = await self._start(runs)
+            started = await self._start(runs, read_at)
         return WorkerReport(started, len(self.inflight))
 
-    async def _start(self, runs: list[Delivery]) -> int:
+    async def _start(self, runs: list[Delivery], read_at: float) -> int:
         if not runs:
             return 0
+        self._leases.grant(runs, read_at)
         now = await self.clock.now_ms()
         by_shard: dict[int, list[Delivery]] = {}
         for d in runs:
@@ -107,7 +117,9 @@ class Worker:
                 if code == 0:
                     self._spawn(d)
                     started += 1
-                elif code == -1:
+                    continue
+                self._leases.drop(key(d))
+                if code == -1:
                     await self.engine.runs.ack_entry(d)
         return started
 
@@ -136,10 +148,16 @@ class Worker:
         spec: JobSpec | None = None
         try:
             spec = self._spec(d.payload)
-            result = await self._call(spec, d.run_id)
+            result = await self._caller.call(spec, d)
             self._record(d, RunStatus.SUCCEEDED, _excerpt(result))
+        except LeaseLapsed:
+            log.warning("run %s attempt %d not started: its lease may have lapsed since it "
+                        "was read; left for the reclaimer", d.run_id, d.attempt)
         except asyncio.CancelledError:
-            if d.run_id in self._cancelled:
+            if key(d) in self._lost:
+                log.warning("run %s attempt %d cancelled: its lease was lost; nothing "
+                            "recorded", d.run_id, d.attempt)
+            elif d.run_id in self._cancelled:
                 self._record(d, RunStatus.CANCELLED, "")
             else:
                 # shutdown past grace: leave the entry pending for the reclaimer
@@ -158,43 +176,22 @@ class Worker:
             await self._fail(d, spec, f"{type(exc).__name__}: {exc}", RunStatus.DEAD,
                              retry=True)
         finally:
-            self.inflight.pop(d.run_id, None)
+            if self.inflight.get(d.run_id, (None,))[0] is d:  # not a later attempt's
+                del self.inflight[d.run_id]
+            self._leases.drop(key(d))
+            self._lost.discard(key(d))
             self._cancelled.discard(d.run_id)
             self._room.set()
 
-    async def _call(self, spec: JobSpec, run_id: str) -> Any:
-        task = self.registry.get(spec.task)
-        if task is None:
-            raise Fatal(f"unknown task {spec.task!r} (not registered in this worker)")
-        if task.is_async:
-            coro = task.fn(*spec.args, **spec.kwargs)
-        else:
-            loop = asyncio.get_running_loop()
-            coro = loop.run_in_executor(self._pool,
-                                        functools.partial(task.fn, *spec.args, **spec.kwargs))
-        if spec.timeout_s is None:
-            return await coro
-        # One timer handle per run (asyncio.timeout costs several times more per run, and
-        # wait_for a task): on expiry the run's task is cancelled and this raises
-        # TimeoutError, as asyncio.timeout would.
-        timer = asyncio.get_running_loop().call_later(spec.timeout_s, self._expire, run_id)
-        try:
-            return await coro
-        except asyncio.CancelledError:
-            if run_id not in self._expired:
-                raise
-            self._expired.discard(run_id)
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            raise TimeoutError from None
-        finally:
-            timer.cancel()
-
-    def _expire(self, run_id: str) -> None:
-        entry = self.inflight.get(run_id)
-        if entry is not None and not entry[1].done():
-            self._expired.add(run_id)
+    def _lose(self, keys: list[RunKey], why: str) -> None:
+        """Runs whose lease this worker may no longer hold: another worker may be running
+        them now, so cancel their handlers at once; their outcome is never recorded."""
+        for run_id, attempt in keys:
+            entry = self.inflight.get(run_id)
+            if entry is None or entry[0].attempt != attempt or entry[1].done():
+                continue
+            log.warning("run %s attempt %d lost: %s", run_id, attempt, why)
+            self._lost.add((run_id, attempt))
             entry[1].cancel()
 
     def _record(self, d: Delivery, status: RunStatus, result: str) -> None:
@@ -259,7 +256,7 @@ class Worker:
         if self._every("heartbeat", self.cfg.heartbeat_s):
             await self.engine.runs.heartbeat(self.id, await self.clock.now_ms())
         if self.inflight and self._every("extend", self.cfg.lease_s / 3):
-            await self.engine.runs.extend_runs(self.id, [d for d, _ in self.inflight.values()])
+            await self._extend()
         if self._every("reclaim", self.cfg.reclaim_every_s):
             await self.reclaim()
         if self._every("trim", self.cfg.trim_every_s):
@@ -271,8 +268,7 @@ class Worker:
         # unreachable, a stall): record finished ones and refresh running ones first, or
         # XAUTOCLAIM would hand them back to us as new attempts and run them twice.
         await self.flush()
-        if self.inflight:
-            await self.engine.runs.extend_runs(self.id, [d for d, _ in self.inflight.values()])
+        await self._extend()
         now = await self.clock.now_ms()
         taken = 0
         for queue in self.cfg.queues:
@@ -280,14 +276,21 @@ class Worker:
                 room = self.cfg.concurrency - len(self.inflight)
                 if room <= 0 or self._stopping.is_set():
                     return taken
+                sent_at = time.monotonic()
                 runs = await self.engine.runs.reclaim_runs(shard, queue, now, self.id,
                                                       int(self.cfg.lease_s * 1000), room,
                                                       self._ttl_ms)
+                self._leases.grant(runs, sent_at)
                 for d in runs:
                     log.info("reclaimed run %s (attempt %d)", d.run_id, d.attempt)
                     self._spawn(d)
                 taken += len(runs)
         return taken
+
+    async def _extend(self) -> None:
+        """Extend the leases of in-flight runs (fenced by attempt); lost ones are cancelled."""
+        await self._leases.extend(functools.partial(self.engine.runs.extend_runs, self.id),
+                                  [d for d, _ in self.inflight.values()])
 
     # -- loop ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -363,6 +366,7 @@ class Worker:
             await self.engine.runs.forget_worker(self.id)
         except _REDIS_DOWN as exc:
             log.warning("shutdown without final flush (%s); runs will be reclaimed", exc)
+        self._leases.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _wait_extending(self, tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
@@ -374,10 +378,9 @@ class Worker:
         pending = set(tasks)
         while pending and (left := deadline - loop.time()) > 0:
             _, pending = await asyncio.wait(pending, timeout=min(left, self.cfg.lease_s / 3))
-            live = [d for d, t in self.inflight.values() if not t.done()]
-            if pending and live:
+            if pending and self.inflight:
                 try:
-                    await self.engine.runs.extend_runs(self.id, live)
+                    await self._extend()
                 except _REDIS_DOWN as exc:
                     log.warning("cannot extend in-flight runs during shutdown (%s)", exc)
         return pending
