@@ -11,6 +11,7 @@ import importlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +23,15 @@ import psycopg
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from rsched import history, log, pg, runner
+from rsched import history, limits, log, pg, runner
 from rsched.client import Client
 from rsched.clock import RedisClock
 from rsched.devservers import PostgresServer, RedisServer, reachable
-from rsched.errors import RschedError
+from rsched.errors import RschedError, ValidationError
 from rsched.models import Cron, Every, RunStatus, Schedule
 from rsched.rebuild import rebuild as rebuild_from
 from rsched.settings import Settings
+from rsched.timing import validate_schedule
 
 app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True,
                   rich_markup_mode="markdown")  # markdown: docstring lines reflow
@@ -208,18 +210,29 @@ def status(redis_url: RedisUrl = None) -> None:
 
 
 @jobs_app.command("preview")
-def jobs_preview(cron: str | None = None, tz: str = "UTC", every_s: float | None = None,
-                 count: int = 5, redis_url: RedisUrl = None) -> None:
+def jobs_preview(cron: str | None = None, tz: str = "UTC",
+                 every_s: Annotated[float | None, typer.Option(
+                     help="interval in seconds, 0.001 .. 10 years")] = None,
+                 count: Annotated[int, typer.Option(help="how many, 1..1000")] = 5,
+                 redis_url: RedisUrl = None) -> None:
     """Print the next fire instants of a cron or interval schedule."""
-    sched: Schedule
-    if cron is not None and every_s is None:
-        sched = Cron(expr=cron, tz=tz)
-    elif every_s is not None and cron is None and every_s > 0:
-        sched = Every(every_ms=int(every_s * 1000))
-    else:
-        _fail("give exactly one of --cron or --every-s (> 0)")
+    sched = _preview_schedule(cron, tz, every_s, count)
     for ms in _with_client(_settings(redis_url), lambda c: c.preview(sched, count)):
         typer.echo(_iso(ms))
+
+
+def _preview_schedule(cron: str | None, tz: str, every_s: float | None, count: int) -> Schedule:
+    """The schedule to preview, checked before any connection (bad input exits 2)."""
+    if (cron is None) == (every_s is None):
+        _fail("give exactly one of --cron or --every-s")
+    try:
+        limits.check_count(count)
+        sched: Schedule = (Cron(expr=cron, tz=tz) if cron is not None else
+                           Every(every_ms=limits.every_ms_of_seconds(every_s or 0.0)))
+        validate_schedule(sched, int(time.time() * 1000))
+    except ValidationError as exc:
+        _fail(str(exc))
+    return sched
 
 
 # -- archive ---------------------------------------------------------------------------
