@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import urlparse
 
 import msgspec
 import psycopg
@@ -26,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rsched import history, limits, log, pg, runner
 from rsched.client import Client
 from rsched.clock import RedisClock
-from rsched.devservers import PostgresServer, RedisServer, reachable
+from rsched.devservers import dev_stores
 from rsched.errors import RschedError, ValidationError
 from rsched.models import Cron, Every, RunStatus, Schedule
 from rsched.rebuild import rebuild as rebuild_from
@@ -118,39 +116,30 @@ def worker(redis_url: RedisUrl = None, queues: str | None = None,
 
 
 @app.command()
-def dev(redis_url: RedisUrl = None, log_level: str = "INFO") -> None:
-    """Everything in one process for a first try: Redis and PostgreSQL (reachable, or
-    private ones started from the installed binaries), a scheduler, a worker, an archiver
-    and an example job that prints every second."""
-    over: dict[str, Any] = {"worker.modules": ["rsched.examples"]}
-    s = _settings(redis_url, **over)
-    over["redis.url"] = s.redis.url
+def dev(redis_url: RedisUrl = None, log_level: str = "INFO",
+        module: Annotated[list[str] | None, typer.Option(
+            help="task module to import (also RSCHED_WORKER__MODULES)")] = None) -> None:
+    """Everything in one process for a first try: Redis and PostgreSQL (reachable ones,
+    kept to the key prefix `rsched-dev` and the schema `rsched_dev`, or private ones
+    started from the installed binaries), a scheduler, a worker, an archiver and an
+    example job that prints every second."""
+    s = _settings(redis_url)
     log.configure(log_level)
-    servers: list[RedisServer | PostgresServer] = []
-    url = urlparse(s.redis.url)
-    if url.scheme == "redis" and not reachable(url.hostname or "127.0.0.1", url.port or 6379):
-        redis_server = RedisServer().start()
-        servers.append(redis_server)
-        over["redis.url"] = redis_server.url
-        typer.echo(f"started a private redis-server at {over['redis.url']}")
-    db = urlparse(s.archiver.dsn)
-    if not reachable(db.hostname or "127.0.0.1", db.port or 5432):
-        try:
-            pg_server = PostgresServer()
-            servers.append(pg_server)
-            pg_server.init().start()
-            over["archiver.dsn"] = pg_server.dsn
-            typer.echo(f"started a private PostgreSQL at {over['archiver.dsn']}")
-        except (RschedError, OSError, subprocess.CalledProcessError) as exc:
-            typer.echo(f"no PostgreSQL ({exc}); running without the archive", err=True)
-            over["archiver.dsn"] = ""
-    s = _settings(None, **over)
+    stores = dev_stores(s.redis.url, s.redis.prefix, s.archiver.dsn)
+    modules = list(dict.fromkeys(["rsched.examples", *s.worker.modules, *(module or [])]))
+    for line in stores.lines:
+        typer.echo(f"rsched dev: {line}")
+    s = _settings(redis_url, **stores.overrides, **{"worker.modules": modules})
 
     async def go() -> None:
-        await runner.seed_example(s)
+        example = await runner.ensure_example(s)
+        typer.echo(f"rsched dev: example job {example!r} (examples.hello every second);"
+                   f" task modules: {', '.join(modules)}")
         roles: list[Any] = [await runner.build_scheduler(s), await runner.build_worker(s)]
         if s.archiver.dsn:
             try:
+                if stores.schema:
+                    await runner.ensure_schema(s.archiver.dsn, stores.schema)
                 roles.append(await runner.build_archiver(s))
             except RschedError as exc:
                 typer.echo(f"archive unavailable ({exc}); running without it", err=True)
@@ -159,8 +148,7 @@ def dev(redis_url: RedisUrl = None, log_level: str = "INFO") -> None:
     try:
         _run(go())
     finally:
-        for server in servers:
-            server.cleanup()
+        stores.cleanup()
 
 
 # -- jobs ------------------------------------------------------------------------------

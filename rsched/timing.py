@@ -126,7 +126,7 @@ def preview(schedule: Schedule, now_ms: int, count: int) -> list[int]:
         try:
             nxt = next_fire(schedule, nxt)
         except (OverflowError, ValueError):
-            if nxt < MAX_TIME_MS - _NEAR_YEAR_10000_MS:
+            if out[-1] < MAX_TIME_MS - _NEAR_YEAR_10000_MS:
                 raise
             break  # croniter walked past the year 9999
     return out
