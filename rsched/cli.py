@@ -129,7 +129,8 @@ def dev(redis_url: RedisUrl = None, log_level: str = "INFO",
     modules = list(dict.fromkeys(["rsched.examples", *s.worker.modules, *(module or [])]))
     for line in stores.lines:
         typer.echo(f"rsched dev: {line}")
-    s = _settings(redis_url, **stores.overrides, **{"worker.modules": modules})
+    s = _settings(None, **{"redis.url": s.redis.url, **stores.overrides,
+                           "worker.modules": modules})
 
     async def go() -> None:
         example = await runner.ensure_example(s)
