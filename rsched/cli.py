@@ -8,27 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import urlparse
 
 import msgspec
 import psycopg
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from rsched import log
+from rsched import limits, log
 from rsched.archive import history, pg
 from rsched.archive.rebuild import rebuild as rebuild_from
 from rsched.client import Client
-from rsched.devservers import PostgresServer, RedisServer, reachable
+from rsched.devservers import dev_stores
 from rsched.engine import Engine
-from rsched.errors import RschedError
+from rsched.errors import RschedError, ValidationError
 from rsched.models import Cron, Every, RunStatus, Schedule
 from rsched.roles import runner
 from rsched.settings import Settings
+from rsched.timing import validate_schedule
 
 app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True,
                   rich_markup_mode="markdown")  # markdown: docstring lines reflow
@@ -115,39 +115,31 @@ def worker(redis_url: RedisUrl = None, queues: str | None = None,
 
 
 @app.command()
-def dev(redis_url: RedisUrl = None, log_level: str = "INFO") -> None:
-    """Everything in one process for a first try: Redis and PostgreSQL (reachable, or
-    private ones started from the installed binaries), a scheduler, a worker, an archiver
-    and an example job that prints every second."""
-    over: dict[str, Any] = {"worker.modules": ["rsched.examples"]}
-    s = _settings(redis_url, **over)
-    over["redis.url"] = s.redis.url
+def dev(redis_url: RedisUrl = None, log_level: str = "INFO",
+        module: Annotated[list[str] | None, typer.Option(
+            help="task module to import (also RSCHED_WORKER__MODULES)")] = None) -> None:
+    """Everything in one process for a first try: Redis and PostgreSQL (reachable ones,
+    kept to the key prefix `rsched-dev` and the schema `rsched_dev`, or private ones
+    started from the installed binaries), a scheduler, a worker, an archiver and an
+    example job that prints every second."""
+    s = _settings(redis_url)
     log.configure(log_level)
-    servers: list[RedisServer | PostgresServer] = []
-    url = urlparse(s.redis.url)
-    if url.scheme == "redis" and not reachable(url.hostname or "127.0.0.1", url.port or 6379):
-        redis_server = RedisServer().start()
-        servers.append(redis_server)
-        over["redis.url"] = redis_server.url
-        typer.echo(f"started a private redis-server at {over['redis.url']}")
-    db = urlparse(s.archiver.dsn)
-    if not reachable(db.hostname or "127.0.0.1", db.port or 5432):
-        try:
-            pg_server = PostgresServer()
-            servers.append(pg_server)
-            pg_server.init().start()
-            over["archiver.dsn"] = pg_server.dsn
-            typer.echo(f"started a private PostgreSQL at {over['archiver.dsn']}")
-        except (RschedError, OSError, subprocess.CalledProcessError) as exc:
-            typer.echo(f"no PostgreSQL ({exc}); running without the archive", err=True)
-            over["archiver.dsn"] = ""
-    s = _settings(None, **over)
+    stores = dev_stores(s.redis.url, s.redis.prefix, s.archiver.dsn)
+    modules = list(dict.fromkeys(["rsched.examples", *s.worker.modules, *(module or [])]))
+    for line in stores.lines:
+        typer.echo(f"rsched dev: {line}")
+    s = _settings(None, **{"redis.url": s.redis.url, **stores.overrides,
+                           "worker.modules": modules})
 
     async def go() -> None:
-        await runner.seed_example(s)
+        example = await runner.ensure_example(s)
+        typer.echo(f"rsched dev: example job {example!r} (examples.hello every second);"
+                   f" task modules: {', '.join(modules)}")
         roles: list[Any] = [await runner.build_scheduler(s), await runner.build_worker(s)]
         if s.archiver.dsn:
             try:
+                if stores.schema:
+                    await runner.ensure_schema(s.archiver.dsn, stores.schema)
                 roles.append(await runner.build_archiver(s))
             except RschedError as exc:
                 typer.echo(f"archive unavailable ({exc}); running without it", err=True)
@@ -156,8 +148,7 @@ def dev(redis_url: RedisUrl = None, log_level: str = "INFO") -> None:
     try:
         _run(go())
     finally:
-        for server in servers:
-            server.cleanup()
+        stores.cleanup()
 
 
 # -- jobs ------------------------------------------------------------------------------
@@ -207,18 +198,29 @@ def status(redis_url: RedisUrl = None) -> None:
 
 
 @jobs_app.command("preview")
-def jobs_preview(cron: str | None = None, tz: str = "UTC", every_s: float | None = None,
-                 count: int = 5, redis_url: RedisUrl = None) -> None:
+def jobs_preview(cron: str | None = None, tz: str = "UTC",
+                 every_s: Annotated[float | None, typer.Option(
+                     help="interval in seconds, 0.001 .. 10 years")] = None,
+                 count: Annotated[int, typer.Option(help="how many, 1..1000")] = 5,
+                 redis_url: RedisUrl = None) -> None:
     """Print the next fire instants of a cron or interval schedule."""
-    sched: Schedule
-    if cron is not None and every_s is None:
-        sched = Cron(expr=cron, tz=tz)
-    elif every_s is not None and cron is None and every_s > 0:
-        sched = Every(every_ms=int(every_s * 1000))
-    else:
-        _fail("give exactly one of --cron or --every-s (> 0)")
+    sched = _preview_schedule(cron, tz, every_s, count)
     for ms in _with_client(_settings(redis_url), lambda c: c.preview(sched, count)):
         typer.echo(_iso(ms))
+
+
+def _preview_schedule(cron: str | None, tz: str, every_s: float | None, count: int) -> Schedule:
+    """The schedule to preview, checked before any connection (bad input exits 2)."""
+    if (cron is None) == (every_s is None):
+        _fail("give exactly one of --cron or --every-s")
+    try:
+        limits.check_count(count)
+        sched: Schedule = (Cron(expr=cron, tz=tz) if cron is not None else
+                           Every(every_ms=limits.every_ms_of_seconds(every_s or 0.0)))
+        validate_schedule(sched, int(time.time() * 1000))
+    except ValidationError as exc:
+        _fail(str(exc))
+    return sched
 
 
 # -- archive ---------------------------------------------------------------------------

@@ -6,19 +6,24 @@ Must not: format keys or run tasks.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 
 import msgspec
 
 from rsched.clock import Clock
+from rsched.codec import encode
 from rsched.engine import Engine
 from rsched.errors import DuplicateJob, JobNotFound, ValidationError
+from rsched.limits import MAX_SPEC_BYTES
 from rsched.models import DeadLetter, Job, JobDef, Run, Schedule, Status
 from rsched.names import validate_job_id, validate_queue
 from rsched.settings import Settings
 from rsched.tasks import TaskRegistry
 from rsched.timing import first_fire, preview, validate_schedule
+
+log = logging.getLogger(__name__)
 
 
 class Client:
@@ -36,7 +41,8 @@ class Client:
         await self.engine.close()
 
     async def _validate(self, job: JobDef, now_ms: int) -> None:
-        self._check(job, now_ms, await self._known_tasks())
+        self._check(job, now_ms)
+        self._warn_unknown({job.task}, await self._known_tasks())
 
     async def _known_tasks(self) -> set[str]:
         if self.registry is not None:
@@ -44,7 +50,15 @@ class Client:
         return await self.engine.query.known_tasks()
 
     @staticmethod
-    def _check(job: JobDef, now_ms: int, known: set[str]) -> None:
+    def _warn_unknown(tasks: set[str], known: set[str]) -> None:
+        # Accepted (docs/decisions.md): the worker that knows it may not have started yet.
+        for name in sorted(tasks - known) if known else []:
+            log.warning("task %r is not registered by any worker yet (known: %s); its runs"
+                        " fail with 'unknown task' on workers that lack it",
+                        name, ", ".join(sorted(known)[:10]))
+
+    @staticmethod
+    def _check(job: JobDef, now_ms: int) -> None:
         try:  # Structs built in Python skip their constraints; a round trip applies them
             msgspec.convert(msgspec.to_builtins(job), JobDef)
         except msgspec.ValidationError as exc:
@@ -52,10 +66,10 @@ class Client:
         if job.id is not None:
             validate_job_id(job.id)
         validate_queue(job.queue)
-        if not job.task:
-            raise ValidationError("task: must not be empty")
-        if known and job.task not in known:
-            raise ValidationError(f"unknown task {job.task!r}; known: {sorted(known)[:10]}")
+        size = len(encode(job.spec()))
+        if size > MAX_SPEC_BYTES:
+            raise ValidationError(f"job {job.task!r}: args, kwargs and task name encode to"
+                                  f" {size} bytes; at most {MAX_SPEC_BYTES} (1 MiB)")
         validate_schedule(job.schedule, now_ms)
 
     async def schedule(self, job: JobDef) -> str:
@@ -73,9 +87,9 @@ class Client:
         is not: if some ids already exist, the others are still created and DuplicateJob
         names the first existing one."""
         now = await self.clock.now_ms()
-        known = await self._known_tasks()
         for job in jobs:
-            self._check(job, now, known)
+            self._check(job, now)
+        self._warn_unknown({job.task for job in jobs}, await self._known_tasks())
         ids = [job.id or uuid.uuid4().hex for job in jobs]
         codes = await self.engine.jobs.schedule_many(
             [(job_id, job, first_fire(job.schedule, now)) for job_id, job in zip(ids, jobs,

@@ -16,7 +16,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
+from rsched.archive.pg import with_schema
 from rsched.errors import ConfigError
 
 
@@ -155,3 +158,67 @@ def _postgres_ids() -> tuple[int | None, int | None]:
 
     pw = pwd.getpwnam("postgres")
     return pw.pw_uid, pw.pw_gid
+
+
+# -- the stores of `rsched dev` ----------------------------------------------------------
+DEV_PREFIX = "rsched-dev"  # key prefix on a shared Redis
+DEV_SCHEMA = "rsched_dev"  # PostgreSQL schema on a shared server
+
+
+@dataclass
+class DevStores:
+    """Where `rsched dev` keeps its data: settings overrides, the private servers it
+    started (stopped by cleanup) and one line per store for the user."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    servers: list[RedisServer | PostgresServer] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    schema: str | None = None  # a schema dev must create on a shared PostgreSQL
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
+
+
+def dev_stores(redis_url: str, prefix: str, dsn: str) -> DevStores:
+    """Reachable stores are shared: dev keeps to the key prefix ``rsched-dev`` (unless a
+    prefix was set) and the schema ``rsched_dev`` (unless the DSN sets a search_path).
+    Unreachable ones are replaced by private servers, removed when dev stops."""
+    out = DevStores()
+    prefix = DEV_PREFIX if prefix == "rsched" else prefix
+    out.overrides["redis.prefix"] = prefix
+    url = urlparse(redis_url)
+    if url.scheme != "redis" or reachable(url.hostname or "127.0.0.1", url.port or 6379):
+        out.lines.append(f"Redis: {redis_url} (shared), keys under {prefix}:")
+    else:
+        server = RedisServer().start()
+        out.servers.append(server)
+        redis_url = out.overrides["redis.url"] = server.url
+        out.lines.append(f"Redis: started a private redis-server at {server.url}"
+                         f" (removed at exit), keys under {prefix}:")
+    out.overrides["archiver.dsn"] = _dev_archive(dsn, out)
+    env = f"RSCHED_REDIS__URL={redis_url} RSCHED_REDIS__PREFIX={prefix}"
+    if out.overrides["archiver.dsn"]:
+        env += f" RSCHED_ARCHIVER__DSN=\"{out.overrides['archiver.dsn']}\""
+    out.lines.append(f"inspect it with: {env} rsched status")
+    return out
+
+
+def _dev_archive(dsn: str, out: DevStores) -> str:
+    db = urlparse(dsn)
+    if reachable(db.hostname or "127.0.0.1", db.port or 5432):
+        if "search_path" in dsn:
+            out.lines.append(f"PostgreSQL: {dsn} (shared), schema from its search_path")
+            return dsn
+        out.lines.append(f"PostgreSQL: {dsn} (shared), schema {DEV_SCHEMA}")
+        out.schema = DEV_SCHEMA
+        return with_schema(dsn, DEV_SCHEMA)
+    try:
+        server = PostgresServer()
+        out.servers.append(server)
+        server.init().start()
+    except (ConfigError, OSError, subprocess.CalledProcessError) as exc:
+        out.lines.append(f"PostgreSQL: none ({exc}); running without the archive")
+        return ""
+    out.lines.append(f"PostgreSQL: started a private server at {server.dsn} (removed at exit)")
+    return server.dsn

@@ -98,7 +98,11 @@ _MEANING = {
 class Retry(Exception):
     """Raised by a handler to ask for a retry, optionally after a fixed delay."""
 
+    MAX_DELAY_S = 315_360_000.0  # 10 years: rsched.limits.MAX_DURATION_S (no import here)
+
     def __init__(self, delay_s: float | None = None) -> None:
+        if delay_s is not None and not 0 <= delay_s <= self.MAX_DELAY_S:  # also NaN
+            raise ValueError(f"Retry(delay_s={delay_s!r}): must be within 0..10 years")
         super().__init__(f"retry requested (delay {delay_s})")
         self.delay_s = delay_s
 

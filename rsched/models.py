@@ -12,7 +12,22 @@ from typing import Annotated, Any
 
 import msgspec
 
-PositiveS = Annotated[float, msgspec.Meta(gt=0)]
+from rsched.limits import (
+    MAX_BACKOFF_FACTOR,
+    MAX_CRON_EXPR,
+    MAX_DURATION_S,
+    MAX_EVERY_MS,
+    MAX_TASK_NAME,
+    MAX_TENANT,
+    MAX_TIME_MS,
+    MAX_TZ_NAME,
+)
+
+# Bounds: docs/decisions.md "Input limits" (rsched/limits.py says why).
+PositiveS = Annotated[float, msgspec.Meta(gt=0, le=MAX_DURATION_S)]
+DurationS = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_S)]
+TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
+TaskName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TASK_NAME)]
 
 
 class Immediate(msgspec.Struct, frozen=True, tag="now"):
@@ -22,24 +37,24 @@ class Immediate(msgspec.Struct, frozen=True, tag="now"):
 class At(msgspec.Struct, frozen=True, tag="at"):
     """Run once at a UTC instant (epoch ms)."""
 
-    at_ms: int
+    at_ms: TimeMs
 
 
 class Every(msgspec.Struct, frozen=True, tag="every", kw_only=True, omit_defaults=True):
     """Run every ``every_ms`` from ``start_ms`` (default: when scheduled) until ``end_ms``.
     Zones do not apply: the interval is elapsed time."""
 
-    every_ms: Annotated[int, msgspec.Meta(ge=1)]
-    start_ms: int | None = None
-    end_ms: int | None = None
+    every_ms: Annotated[int, msgspec.Meta(ge=1, le=MAX_EVERY_MS)]
+    start_ms: TimeMs | None = None
+    end_ms: TimeMs | None = None
 
 
 class Cron(msgspec.Struct, frozen=True, tag="cron", kw_only=True, omit_defaults=True):
     """A 5-field cron, or 6 fields with seconds first, in an IANA time zone."""
 
-    expr: str
-    tz: str = "UTC"
-    end_ms: int | None = None
+    expr: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CRON_EXPR)]
+    tz: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TZ_NAME)] = "UTC"
+    end_ms: TimeMs | None = None
 
 
 Schedule = Immediate | At | Every | Cron
@@ -58,9 +73,9 @@ class Overlap(StrEnum):
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
-    backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
-    backoff_factor: Annotated[float, msgspec.Meta(ge=1)] = 2.0
-    backoff_max_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    backoff_s: DurationS = 1.0
+    backoff_factor: Annotated[float, msgspec.Meta(ge=1, le=MAX_BACKOFF_FACTOR)] = 2.0
+    backoff_max_s: DurationS = 300.0
     jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2  # +- fraction of the delay
 
 
@@ -69,14 +84,14 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     schedule: Schedule
     misfire: Misfire = Misfire.FIRE_ONCE
-    grace_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0  # late beyond this = misfired
+    grace_s: DurationS = 60.0  # late beyond this = misfired
     catch_up_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a worker needs to execute a run; stored as the job's ``spec`` blob."""
 
-    task: str
+    task: TaskName
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     timeout_s: PositiveS | None = 300.0
@@ -86,17 +101,17 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A job as a user defines it (the input of Client.schedule)."""
 
-    task: str
+    task: TaskName
     schedule: Schedule = Immediate()
     id: str | None = None
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     queue: str = "default"
-    tenant: str = "default"
+    tenant: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TENANT)] = "default"
     timeout_s: PositiveS | None = 300.0
     retry: RetryPolicy = RetryPolicy()
     misfire: Misfire = Misfire.FIRE_ONCE
-    grace_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    grace_s: DurationS = 60.0
     catch_up_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
     overlap: Overlap = Overlap.ALLOW
 

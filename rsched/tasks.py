@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -93,6 +95,11 @@ class TaskRegistry:
         return name in self._tasks
 
     def import_modules(self, modules: Iterable[str]) -> None:
+        """Import task modules; the current directory is searched too (as `python -m`
+        does), so `rsched worker --module tasks` finds ./tasks.py without PYTHONPATH."""
+        cwd = os.getcwd()
+        if cwd not in sys.path and "" not in sys.path:
+            sys.path.append(cwd)
         for mod in modules:
             try:
                 importlib.import_module(mod)

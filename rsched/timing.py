@@ -17,15 +17,19 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 from croniter import CroniterBadDateError, croniter
 
 from rsched.errors import ValidationError
+from rsched.limits import MAX_TIME_MS, check_count, check_cron_steps
 from rsched.models import At, Cron, Every, Immediate, Misfire, Schedule, Trigger
 
 # An `at` further in the past than this is rejected as a probable mistake.
 MAX_AT_PAST_MS = 3_600_000
 # Offsets never change by more than this at one transition (2h covers double summer time).
 _MAX_SHIFT = timedelta(hours=3)
+# A cron's next fire may be this far out (Feb 29 on a given weekday: 40 years at most).
+_NEAR_YEAR_10000_MS = 50 * 366 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def parse_cron(expr: str, tz: str) -> CronRule:
         raise ValidationError(f"cron {expr!r}: invalid expression")
     try:
         zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError(f"unknown time zone {tz!r}") from exc
     wall = not any(f.startswith("*") for f in fields[:3])
     return CronRule(norm, zone, wall)
@@ -55,6 +59,11 @@ def parse_cron(expr: str, tz: str) -> CronRule:
 
 def validate_schedule(schedule: Schedule, now_ms: int) -> None:
     """Raise ValidationError with a precise message if the schedule cannot fire."""
+    try:  # Structs built in Python skip their constraints; a round trip applies them
+        msgspec.convert(msgspec.to_builtins(schedule), type(schedule))
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"invalid {type(schedule).__name__.lower()} schedule: {exc}") \
+            from exc
     match schedule:
         case At(at_ms=at):
             if at < now_ms - MAX_AT_PAST_MS:
@@ -68,6 +77,7 @@ def validate_schedule(schedule: Schedule, now_ms: int) -> None:
                 raise ValidationError("every: end is before the first fire")
         case Cron(expr=expr, tz=tz, end_ms=end):
             rule = parse_cron(expr, tz)
+            check_cron_steps(expr)
             if end is not None and end <= now_ms:
                 raise ValidationError("cron: end is in the past")
             if _cron_next(rule, now_ms) is None:
@@ -106,12 +116,19 @@ def next_fire(schedule: Schedule, after_ms: int) -> int | None:
 
 
 def preview(schedule: Schedule, now_ms: int, count: int) -> list[int]:
-    """The next ``count`` fire instants from now (for the API and CLI)."""
+    """The next ``count`` fire instants from now (for the API and CLI); none after the
+    year 9999."""
+    check_count(count)
     out: list[int] = []
     nxt = first_fire(schedule, now_ms)
-    while nxt is not None and len(out) < count:
+    while nxt is not None and nxt <= MAX_TIME_MS and len(out) < count:
         out.append(nxt)
-        nxt = next_fire(schedule, nxt)
+        try:
+            nxt = next_fire(schedule, nxt)
+        except (OverflowError, ValueError):
+            if out[-1] < MAX_TIME_MS - _NEAR_YEAR_10000_MS:
+                raise
+            break  # croniter walked past the year 9999
     return out
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rsched.errors import ArchiveError
 
@@ -50,10 +51,24 @@ async def connect(dsn: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
         # synchronous_commit on whatever the server's default: the archiver acks events in
         # Redis once COMMIT returns, so COMMIT must mean durable (with it off, a PostgreSQL
         # crash loses the last commits, whose events are already acked: lost for good)
+        # options given in the DSN (e.g. a search_path) are kept, not replaced
+        given = str(conninfo_to_dict(dsn).get("options") or "")
         return await psycopg.AsyncConnection.connect(
-            dsn, connect_timeout=5, autocommit=True, options="-c synchronous_commit=on")
-    except psycopg.OperationalError as exc:
+            dsn, connect_timeout=5, autocommit=True,
+            options=f"{given} -c synchronous_commit=on".strip())
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:  # Programming: bad DSN
         raise ArchiveError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+
+
+def with_schema(dsn: str, schema: str) -> str:
+    """``dsn`` with ``schema`` first on its search_path (``ensure_schema`` creates it)."""
+    params = conninfo_to_dict(dsn)
+    params["options"] = f"{params.get('options') or ''} -c search_path={schema}".strip()
+    return make_conninfo("", **params)
+
+
+async def ensure_schema(conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str) -> None:
+    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
 async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str]:
@@ -82,8 +97,10 @@ def partition_name(day: date) -> str:
 
 async def partitions(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[date]:
     cur = await conn.execute(
+        # 'runs'::regclass: the runs table on this connection's search_path, not one in
+        # another schema of the same database (`rsched dev` keeps to a schema of its own)
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'runs'")
+        " WHERE i.inhparent = 'runs'::regclass")
     days = []
     for (name,) in await cur.fetchall():
         m = _PARTITION.match(str(name))

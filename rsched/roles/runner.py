@@ -18,13 +18,15 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from rsched.archive import pg
 from rsched.archive.archiver import Archiver
 from rsched.client import Client
 from rsched.clock import SyncedClock
 from rsched.engine import Engine
 from rsched.errors import DuplicateJob
-from rsched.models import Every, JobDef
+from rsched.models import Every, JobDef, JobState
 from rsched.roles.scheduler import Scheduler
 from rsched.roles.worker import TASK_THREADS, Worker
 from rsched.settings import Settings
@@ -86,17 +88,44 @@ def exit_abandoning_task_threads(wait_s: float = 0.5) -> None:
         os._exit(0)
 
 
-async def seed_example(settings: Settings) -> None:
+EXAMPLE = JobDef(id="hello-every-second", task="examples.hello",
+                 schedule=Every(every_ms=1000), kwargs={"who": "rsched"})
+
+
+async def ensure_example(settings: Settings) -> str:
+    """`rsched dev`'s example job, its own to manage: after each start exactly one copy is
+    active, with the current definition. A cancelled (or finished) copy keeps its id
+    until its hash expires (redis.done_job_ttl_s), so a new copy then gets a suffix."""
     registry.import_modules(["rsched.examples"])
     client = await Client.connect(settings, registry)
     try:
-        await client.schedule(JobDef(id="hello-every-second", task="examples.hello",
-                                     schedule=Every(every_ms=1000), kwargs={"who": "rsched"}))
-        log.info("scheduled example job 'hello-every-second' (examples.hello every 1s)")
-    except DuplicateJob:
-        log.info("example job 'hello-every-second' already scheduled")
+        base = EXAMPLE.id or ""
+        ids = [i for i in await client.list_jobs(limit=1000)  # active and paused jobs
+               if i == base or i.startswith(base + "-")]
+        for job_id in ids[1:]:
+            await client.cancel(job_id)
+        if ids:
+            job = await client.get(ids[0])
+            await client.update(ids[0], msgspec.structs.replace(EXAMPLE, id=ids[0]),
+                                job.version)
+            if job.state is JobState.PAUSED:
+                await client.resume(ids[0])
+            return ids[0]
+        try:
+            return await client.schedule(EXAMPLE)
+        except DuplicateJob:
+            suffix = await client.clock.now_ms()
+            return await client.schedule(msgspec.structs.replace(EXAMPLE, id=f"{base}-{suffix}"))
     finally:
         await client.close()
+
+
+async def ensure_schema(dsn: str, schema: str) -> None:
+    conn = await pg.connect(dsn)
+    try:
+        await pg.ensure_schema(conn, schema)
+    finally:
+        await conn.close()
 
 
 def tune_gc_for_bulk() -> None:
