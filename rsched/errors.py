@@ -4,6 +4,7 @@ Owns: exception classes. Must not: import anything from rsched.
 
     RschedError
     ├── ConfigError, InvalidQueueName, ValidationError, SerializationError, ArchiveError
+    ├── RoleCrashed    a role's component crashed or ended on its own (exit code 1)
     └── EngineError
         ├── JobNotFound (-1), InvalidTransition (-2), LeaseLost (-3), DuplicateJob (-4)
         └── ScriptError        unexpected reply / RSCHED_INVARIANT; carries .script
@@ -35,6 +36,10 @@ class SerializationError(RschedError):
 
 class ArchiveError(RschedError):
     pass
+
+
+class RoleCrashed(RschedError):
+    """A component of a running role crashed: the process exits non-zero."""
 
 
 class EngineError(RschedError):
