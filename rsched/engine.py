@@ -118,7 +118,9 @@ class Engine(Queries, ArchiveFeed):
         args |= extra
         res = await self._call(name, {n: keys[n] for n in script.keys}, args)
         if isinstance(res, int):
-            raise_for_code(res, script=name, job_id=job_id)
+            # a refusal names the state found (read after it: for the message only)
+            state = await self.redis.hget(k.job(job_id), "state") if res == -2 else None
+            raise_for_code(res, script=name, job_id=job_id, state=text(state or b""))
         return res
 
     async def cancel_job(self, job_id: str, now_ms: int) -> None:

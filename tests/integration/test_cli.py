@@ -58,7 +58,7 @@ def test_preview_prints_next_fires_and_rejects_bad_cron_without_traceback(
     assert len(lines) == 2 and all(ln.endswith("T11:00:00+00:00") or
                                    ln.endswith("T10:00:00+00:00") for ln in lines)
     bad = run_cli("jobs", "preview", "--cron", "61 * * * *", env=env)
-    assert bad.returncode == 1
+    assert bad.returncode == 2, "bad input exits 2 (docs/decisions.md)"
     assert "error: cron '61 * * * *': invalid expression" in bad.stderr
     assert "Traceback" not in bad.stderr
 
