@@ -135,11 +135,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _check(w.lease_s > w.heartbeat_s, "worker.lease_s", "must exceed", "worker.heartbeat_s",
                self)
         # A worker extends its leases every lease_s/3, between reads blocking up to block_s.
-        _check(w.lease_s > 2 * w.block_s, "worker.lease_s", "must exceed 2 x",
+        _check(_ms(w.lease_s) > 2 * _ms(w.block_s), "worker.lease_s", "must exceed 2 x",
                "worker.block_s", self)
         # A scheduler renews its shard leases every lease_s/3, between sleeps of up to
         # max_sleep_s: a longer sleep lets its leases lapse and shards flap between owners.
-        _check(s.lease_s >= 3 * s.max_sleep_s, "scheduler.lease_s", "must be >= 3 x",
+        _check(_ms(s.lease_s) >= 3 * _ms(s.max_sleep_s), "scheduler.lease_s", "must be >= 3 x",
                "scheduler.max_sleep_s", self)
         for shard in s.shards or []:
             _check(shard < self.redis.shards, "scheduler.shards", "must all be below",
@@ -176,6 +176,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return msgspec.convert(tree, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(_explain(str(exc), sources)) from None
+
+
+def _ms(seconds: float) -> int:  # as the components use it (and 0.6 >= 3 x 0.2 holds)
+    return round(seconds * 1000)
 
 
 def _check(ok: bool, left: str, relation: str, right: str, s: Settings) -> None:

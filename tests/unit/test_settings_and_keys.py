@@ -93,6 +93,8 @@ def test_an_option_is_named_by_its_setting_and_test_variables_are_ignored() -> N
         Settings.from_env({}, overrides={"worker.concurrency": 0})
     s = Settings.from_env({"RSCHED_TEST_REDIS_URL": "x", "RSCHED_REDIS__URL": "redis://h/15"})
     assert s.redis.url == "redis://h/15" and Settings.from_env({}) == Settings()
+    edge = {"RSCHED_SCHEDULER__LEASE_S": "0.6", "RSCHED_SCHEDULER__MAX_SLEEP_S": "0.2"}
+    assert Settings.from_env(edge).scheduler.lease_s == 0.6, "compared in ms, not floats"
 
 
 def test_every_numeric_setting_has_bounds_in_its_type() -> None:
