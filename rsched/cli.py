@@ -17,6 +17,7 @@ import msgspec
 import psycopg
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 
 from rsched import limits, log
 from rsched.archive import history, pg
@@ -24,7 +25,7 @@ from rsched.archive.rebuild import rebuild as rebuild_from
 from rsched.client import Client
 from rsched.devservers import dev_stores
 from rsched.engine import Engine
-from rsched.errors import RschedError, ValidationError
+from rsched.errors import ArchiveError, ConfigError, RschedError, ValidationError
 from rsched.models import Cron, Every, RunStatus, Schedule
 from rsched.roles import runner
 from rsched.settings import Settings
@@ -58,13 +59,22 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(coro: Coroutine[Any, Any, T], command: str = "") -> T:
+    """Run a command's coroutine; errors become one line and the exit code that
+    docs/decisions.md lists: 2 bad input, 1 other rsched errors, 3 Redis, 4 PostgreSQL."""
     try:
         return asyncio.run(coro)
+    except (ConfigError, ValidationError) as exc:
+        _fail(str(exc), 2)
     except RschedError as exc:
         _fail(str(exc), 1)
     except psycopg.Error as exc:
-        _fail(f"PostgreSQL: {str(exc).strip()} (has `rsched migrate` run?)", 4)
+        hint = "" if command == "migrate" else " (has `rsched migrate` run?)"
+        _fail(f"{command or 'rsched'}: PostgreSQL: {' '.join(str(exc).split())}{hint}", 4)
+    except RedisResponseError as exc:
+        if "DB index" not in str(exc):
+            raise
+        _fail(f"RSCHED_REDIS__URL (--redis-url): {exc}; this server has fewer databases", 2)
     except (RedisConnectionError, OSError) as exc:
         _fail(f"cannot reach Redis: {exc}", 3)
 
@@ -110,8 +120,14 @@ def worker(redis_url: RedisUrl = None, queues: str | None = None,
         w = await runner.build_worker(s)
         await runner.run_until_signal([w], s.worker.grace_s)
 
-    _run(go())
-    runner.exit_abandoning_task_threads()
+    code = 0
+    try:
+        _run(go())
+    except typer.Exit as exc:
+        code = exc.exit_code
+        raise
+    finally:  # a crashed worker exits non-zero even with task threads left behind
+        runner.exit_abandoning_task_threads(code=code)
 
 
 @app.command()
@@ -229,9 +245,12 @@ Dsn = Annotated[str | None, typer.Option("--dsn", envvar="RSCHED_ARCHIVER__DSN",
 DbConn = psycopg.AsyncConnection[Any]
 
 
-def _with_db(settings: Settings, fn: Callable[[DbConn], Awaitable[T]]) -> T:
+def _with_db(command: str, settings: Settings, fn: Callable[[DbConn], Awaitable[T]]) -> T:
     async def go() -> T:
-        conn = await pg.connect(settings.archiver.dsn)
+        try:
+            conn = await pg.connect(settings.archiver.dsn)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{command}: {exc}") from exc
         try:
             result = await fn(conn)
             await conn.commit()
@@ -239,7 +258,7 @@ def _with_db(settings: Settings, fn: Callable[[DbConn], Awaitable[T]]) -> T:
         finally:
             await conn.close()
 
-    return _run(go())
+    return _run(go(), command)
 
 
 @app.command()
@@ -252,7 +271,7 @@ def migrate(dsn: Dsn = None) -> None:
         await pg.apply_retention(conn, datetime.now(UTC), s.archiver.retention_days)
         return applied
 
-    applied = _with_db(s, go)
+    applied = _with_db("migrate", s, go)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "archive schema up to date")
 
 
@@ -262,8 +281,8 @@ def retention(dsn: Dsn = None, days: int | None = None) -> None:
     if days is not None and days < 1:
         _fail("--days must be >= 1")
     s = _settings(None, **{"archiver.dsn": dsn, "archiver.retention_days": days})
-    dropped = _with_db(s, lambda c: pg.apply_retention(c, datetime.now(UTC),
-                                                       s.archiver.retention_days))
+    dropped = _with_db("retention", s, lambda c: pg.apply_retention(
+        c, datetime.now(UTC), s.archiver.retention_days))
     typer.echo(f"dropped partitions: {', '.join(map(str, dropped)) or 'none'}")
 
 
@@ -292,7 +311,7 @@ def rebuild(redis_url: RedisUrl = None, dsn: Dsn = None) -> None:
         finally:
             await engine.close()
 
-    report = _with_db(s, go)
+    report = _with_db("rebuild", s, go)
     typer.echo(f"restored {report.jobs_restored} job(s), {report.jobs_present} already in"
                f" Redis, re-queued {report.runs_requeued} unfinished run(s)")
 
@@ -329,7 +348,7 @@ def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
                 "stats": await history.stats(conn, job_id), "versions": versions,
                 "skips": await history.skips(conn, job_id, limit=10)}
 
-    doc = _with_db(s, go)
+    doc = _with_db("jobs history", s, go)
     if doc is None:
         _fail(f"job {job_id!r} is not in the archive (unknown, or created too recently to be"
               " archived yet: see the archive lag in `rsched status`)", 1)

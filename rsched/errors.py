@@ -1,9 +1,11 @@
 """rsched's exception tree and the one table mapping Lua return codes to it.
 
-Owns: exception classes. Must not: import anything from rsched.
+Owns: exception classes and describe() (a failed run's error text).
+Must not: import anything from rsched.
 
     RschedError
     ├── ConfigError, InvalidQueueName, ValidationError, SerializationError, ArchiveError
+    ├── RoleCrashed    a role's component crashed or ended on its own (exit code 1)
     └── EngineError
         ├── JobNotFound (-1), InvalidTransition (-2), LeaseLost (-3), DuplicateJob (-4)
         └── ScriptError        unexpected reply / RSCHED_INVARIANT; carries .script
@@ -11,6 +13,10 @@ Owns: exception classes. Must not: import anything from rsched.
 """
 
 from __future__ import annotations
+
+import traceback
+
+ERROR_MAX = 2000  # characters of a run's error kept (the engine cuts there too)
 
 
 class RschedError(Exception):
@@ -35,6 +41,10 @@ class SerializationError(RschedError):
 
 class ArchiveError(RschedError):
     pass
+
+
+class RoleCrashed(RschedError):
+    """A component of a running role crashed: the process exits non-zero."""
 
 
 class EngineError(RschedError):
@@ -77,12 +87,15 @@ CODES: dict[int, type[EngineError]] = {
 }
 
 
-def raise_for_code(code: int, *, script: str, job_id: str = "") -> None:
-    """Raise the exception a negative script return code stands for."""
+def raise_for_code(code: int, *, script: str, job_id: str = "", state: str = "") -> None:
+    """Raise the exception a negative script return code stands for; ``state`` (the
+    job's current state, read after a refusal) names why a transition was refused."""
     if code >= 0:
         return
     cls = CODES.get(code, ScriptError)
     what = _MEANING.get(code, f"unexpected reply {code}")
+    if cls is InvalidTransition and state:
+        what = f"is {state}: {_NEEDS.get(script, 'not a state that allows this')}"
     raise cls(f"{script.replace('_', ' ')}: job {job_id!r} {what}", script=script,
               job_id=job_id)
 
@@ -92,6 +105,14 @@ _MEANING = {
     -2: "is not in a state that allows this (or its version changed)",
     -3: "was taken over: lease or attempt superseded",
     -4: "already exists",
+}
+
+# Why a job in another state refuses a transition (the scripts' -2).
+_NEEDS = {
+    "pause_job": "only an active job can be paused",
+    "resume_job": "only a paused job can be resumed",
+    "cancel_job": "it was cancelled already",
+    "run_now": "a cancelled job does not run",
 }
 
 
@@ -113,3 +134,15 @@ class Fatal(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def describe(exc: BaseException, limit: int = ERROR_MAX) -> str:
+    """A run's error: "Type: message" on the first line, then the traceback, cut in the
+    middle to ``limit`` characters (its end names the frame that raised)."""
+    head = f"{type(exc).__name__}: {exc}"[:500]
+    trace = "".join(part if len(part) <= 500 else part[:500] + "...\n"  # a huge message
+                    for part in traceback.format_exception(exc)).rstrip()
+    room = limit - len(head) - 1
+    if len(trace) > room:
+        trace = "...\n" + trace[len(trace) - room + 4:]
+    return f"{head}\n{trace}"

@@ -1,73 +1,124 @@
 """The one typed settings tree, read from RSCHED_* environment variables.
 
-Owns: defaults, env parsing, cross-field checks. Must not: connect to anything.
+Owns: defaults, bounds (msgspec constraints in each field's type), env parsing, the
+cross-field checks (``__post_init__``) and the one-line error naming the variable at
+fault. Must not: connect to anything.
 ``RSCHED_WORKER__CONCURRENCY=50`` sets ``settings.worker.concurrency``.
 Precedence: explicit overrides (CLI) > environment > env file > default.
+Everything is checked once, at load (``from_env``): an unknown or misspelt ``RSCHED_*``
+variable is an error naming the closest valid one; variables starting ``RSCHED_TEST_``
+belong to the test suite and are ignored.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlparse
 
 import msgspec
+from msgspec import Meta
 
-from rsched.errors import ConfigError
+from rsched.errors import ConfigError, InvalidQueueName
 from rsched.names import validate_queue
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+IGNORED_PREFIX = "RSCHED_TEST_"  # the test suite's own variables, not settings
+YEAR_S = 366 * 86400.0
+# Durations: at least 1 ms (they become int milliseconds), at most a year.
+Seconds = Annotated[float, Meta(ge=0.001, le=YEAR_S)]
+Count = Annotated[int, Meta(ge=1, le=100_000)]  # batch sizes and concurrency
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]  # part of every Redis key
+Module = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
+MAX_DB = 2**31 - 2  # Redis' own bound on `databases`; the server's count is checked at connect
+
+
+def var(section: str, field: str) -> str:
+    """The environment variable of a setting: var("worker", "lease_s")."""
+    return f"RSCHED_{section.upper()}__{field.upper()}"
 
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
-    url: str = "redis://127.0.0.1:6379/0"  # redis:// or unix://
-    prefix: str = "rsched"  # every key starts with this
-    shards: int = 16  # fixed when a deployment is created (stored in <prefix>:meta)
-    max_connections: int = 64  # per process pool
-    socket_timeout_s: float = 30.0  # a stalled Redis surfaces as an error, not a hang
-    connect_timeout_s: float = 5.0
-    done_job_ttl_s: float = 86400.0  # a finished or cancelled job's hash expires after this
+    url: str = "redis://127.0.0.1:6379/0"  # redis://, rediss:// or unix://; /N selects db N
+    prefix: Name = "rsched"  # every key starts with this
+    shards: Annotated[int, Meta(ge=1, le=1024)] = 16  # fixed at creation (in <prefix>:meta)
+    max_connections: Count = 64  # per process pool
+    socket_timeout_s: Seconds = 30.0  # a stalled Redis surfaces as an error, not a hang
+    connect_timeout_s: Seconds = 5.0
+    done_job_ttl_s: Seconds = 86400.0  # a finished or cancelled job's hash expires after this
     fast_client: bool = True  # hot-path commands over engine/fastredis.py (hiredis)
+
+    def __post_init__(self) -> None:
+        redis_db(self.url)
+
+
+def redis_db(url: str) -> int:
+    """The database number a Redis URL selects (0 when none); ConfigError when the URL
+    is not a Redis URL or the number is not one Redis could have."""
+    parts = urlparse(url)
+    if parts.scheme not in REDIS_SCHEMES or "://" not in url:
+        raise ConfigError(f"{var('redis', 'url')}={url}: use redis://, rediss:// or unix://")
+    path = parts.path.strip("/") if parts.scheme != "unix" else ""
+    db = parse_qs(parts.query).get("db", [path or "0"])[0]
+    if not db.isdigit() or int(db) > MAX_DB:
+        raise ConfigError(f"{var('redis', 'url')}={url}: database {db!r} is not a number"
+                          f" within 0..{MAX_DB}")
+    return int(db)
 
 
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
-    lease_s: float = 10.0  # shard lease time; a dead scheduler's shards move after this
-    batch: int = 500  # due members read and fired per script call
-    max_sleep_s: float = 1.0  # upper bound of a sleep (wake signals usually come first)
-    shards: list[int] | None = None  # static assignment (no leases); None = lease any shard
-    events_maxlen: int = 1_000_000  # hard cap per shard events stream (archiver trims sooner)
+    lease_s: Seconds = 10.0  # shard lease time; a dead scheduler's shards move after this
+    batch: Count = 500  # due members read and fired per script call
+    max_sleep_s: Seconds = 1.0  # upper bound of a sleep (wake signals usually come first)
+    # static assignment (no leases); None = lease any shard
+    shards: list[Annotated[int, Meta(ge=0, le=1023)]] | None = None
+    # hard cap per shard events stream (archiver trims sooner)
+    events_maxlen: Annotated[int, Meta(ge=1000, le=10**9)] = 1_000_000
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
-    queues: list[str] = msgspec.field(default_factory=lambda: ["default"])
-    concurrency: int = 100  # runs executing at once in this process
-    batch: int = 200  # entries per XREADGROUP
-    block_s: float = 1.0  # XREADGROUP BLOCK when idle
-    lease_s: float = 30.0  # a run idle this long without extension is reclaimed
-    reclaim_every_s: float = 5.0  # how often this worker looks for abandoned runs
-    heartbeat_s: float = 5.0
-    grace_s: float = 25.0  # SIGTERM: time to finish in-flight runs
-    run_ttl_s: float = 3600.0  # run state kept in Redis after it ends
-    trim_every_s: float = 5.0  # how often acked queue entries are trimmed
-    threads: int = 32  # pool for synchronous task callables
-    modules: list[str] = []  # task modules imported at start
+    queues: Annotated[list[str], Meta(min_length=1, max_length=256)] = msgspec.field(
+        default_factory=lambda: ["default"])
+    concurrency: Count = 100  # runs executing at once in this process
+    batch: Count = 200  # entries per XREADGROUP
+    block_s: Seconds = 1.0  # XREADGROUP BLOCK when idle
+    lease_s: Seconds = 30.0  # a run idle this long without extension is reclaimed
+    reclaim_every_s: Seconds = 5.0  # how often this worker looks for abandoned runs
+    heartbeat_s: Seconds = 5.0
+    grace_s: Annotated[float, Meta(ge=0, le=YEAR_S)] = 25.0  # SIGTERM: in-flight runs finish
+    run_ttl_s: Seconds = 3600.0  # run state kept in Redis after it ends
+    trim_every_s: Seconds = 5.0  # how often acked queue entries are trimmed
+    threads: Annotated[int, Meta(ge=1, le=4096)] = 32  # pool for synchronous task callables
+    modules: list[Module] = []  # task modules imported at start
+
+    def __post_init__(self) -> None:
+        for queue in self.queues:
+            try:
+                validate_queue(queue)
+            except InvalidQueueName as exc:
+                raise ConfigError(f"{var('worker', 'queues')}={','.join(self.queues)}: {exc}"
+                                  ) from None
 
 
 class ArchiverSettings(msgspec.Struct, frozen=True, kw_only=True):
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    batch: int = 2000  # events per commit
-    flush_s: float = 0.5  # commit at least this often when events wait
-    retention_days: int = 30  # runs partitions older than this are dropped
-    claim_idle_s: float = 30.0  # events unacked this long by a dead archiver are taken over
-    report_every_s: float = 60.0  # how often the archive lag is logged
-    retention_every_s: float = 3600.0  # how often old partitions go and new ones are made
-    retry_max_s: float = 5.0  # longest back-off between attempts while PostgreSQL is down
+    batch: Count = 2000  # events per commit
+    flush_s: Annotated[float, Meta(ge=0, le=3600)] = 0.5  # commit this often when events wait
+    # runs partitions older than this many days are dropped (0 or less would drop today's)
+    retention_days: Annotated[int, Meta(ge=1, le=36_600)] = 30
+    claim_idle_s: Seconds = 30.0  # events unacked this long by a dead archiver are taken over
+    report_every_s: Seconds = 60.0  # how often the archive lag is logged
+    retention_every_s: Seconds = 3600.0  # how often old partitions go and new ones are made
+    retry_max_s: Seconds = 5.0  # longest back-off between attempts while PostgreSQL is down
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: Annotated[str, Meta(min_length=1, max_length=255)] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,24 +129,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api: ApiSettings = ApiSettings()
 
     def __post_init__(self) -> None:
-        scheme, sep, _ = self.redis.url.partition("://")
-        if not sep or scheme not in REDIS_SCHEMES:
-            raise ConfigError(f"redis.url {self.redis.url!r}: use redis://, rediss:// or unix://")
-        for queue in self.worker.queues:
-            validate_queue(queue)
-        if not 1 <= self.redis.shards <= 1024:
-            raise ConfigError("redis.shards must be within 1..1024")
-        if self.worker.concurrency < 1 or self.worker.batch < 1:
-            raise ConfigError("worker.concurrency and worker.batch must be >= 1")
-        if self.worker.block_s >= self.redis.socket_timeout_s:
-            raise ConfigError("worker.block_s must be below redis.socket_timeout_s")
-        if self.worker.lease_s <= self.worker.heartbeat_s:
-            raise ConfigError("worker.lease_s must exceed worker.heartbeat_s")
+        w, s = self.worker, self.scheduler
+        _check(w.block_s < self.redis.socket_timeout_s, "worker.block_s",
+               "must be below", "redis.socket_timeout_s", self)
+        _check(w.lease_s > w.heartbeat_s, "worker.lease_s", "must exceed", "worker.heartbeat_s",
+               self)
+        # A worker extends its leases every lease_s/3, between reads blocking up to block_s.
+        _check(_ms(w.lease_s) > 2 * _ms(w.block_s), "worker.lease_s", "must exceed 2 x",
+               "worker.block_s", self)
+        # A scheduler renews its shard leases every lease_s/3, between sleeps of up to
+        # max_sleep_s: a longer sleep lets its leases lapse and shards flap between owners.
+        _check(_ms(s.lease_s) >= 3 * _ms(s.max_sleep_s), "scheduler.lease_s", "must be >= 3 x",
+               "scheduler.max_sleep_s", self)
+        for shard in s.shards or []:
+            _check(shard < self.redis.shards, "scheduler.shards", "must all be below",
+                   "redis.shards", self)
+        # An archiver acks a batch only after committing it (up to flush_s later): claiming
+        # sooner would take a live archiver's events.
+        _check(self.archiver.claim_idle_s > self.archiver.flush_s, "archiver.claim_idle_s",
+               "must exceed", "archiver.flush_s", self)
 
     @classmethod
     def from_env(
         cls,
-        environ: dict[str, str] | None = None,
+        environ: typing.Mapping[str, str] | None = None,
         env_file: str | Path | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> Settings:
@@ -104,24 +161,66 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             env.update(_read_env_file(Path(env_file)))
         env.update(os.environ if environ is None else environ)
         tree: dict[str, Any] = {}
+        sources: dict[tuple[str, str], str] = {}
         for name, value in env.items():
-            if not name.startswith("RSCHED_") or "__" not in name:
+            if not name.startswith("RSCHED_") or name.startswith(IGNORED_PREFIX):
                 continue
-            section, _, field = name[len("RSCHED_"):].lower().partition("__")
+            section, field = _known(name)
             tree.setdefault(section, {})[field] = _parse(section, field, value)
+            sources[section, field] = f"{name}={value}"
         for dotted, value in (overrides or {}).items():
             section, _, field = dotted.partition(".")
             tree.setdefault(section, {})[field] = value
+            sources[section, field] = f"{dotted}={value}"
         try:
             return msgspec.convert(tree, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"bad setting: {exc}") from exc
+            raise ConfigError(_explain(str(exc), sources)) from None
+
+
+def _ms(seconds: float) -> int:  # as the components use it (and 0.6 >= 3 x 0.2 holds)
+    return round(seconds * 1000)
+
+
+def _check(ok: bool, left: str, relation: str, right: str, s: Settings) -> None:
+    if not ok:
+        raise ConfigError(f"{_show(left, s)}: {relation} {_show(right, s)}")
+
+
+def _show(dotted: str, s: Settings) -> str:
+    section, _, field = dotted.partition(".")
+    return f"{var(section, field)}={getattr(getattr(s, section), field)}"
+
+
+def _known(name: str) -> tuple[str, str]:
+    """(section, field) of a settings variable; ConfigError naming the closest one else."""
+    section, _, field = name[len("RSCHED_"):].lower().partition("__")
+    if field in _FIELDS.get(section, ()):
+        return section, field
+    close = difflib.get_close_matches(name.upper(), VARIABLES, n=1, cutoff=0.8)
+    hint = f"did you mean {close[0]}?" if close else "see `rsched --help` and the README"
+    raise ConfigError(f"{name}: unknown setting ({hint})")
+
+
+def _explain(message: str, sources: dict[tuple[str, str], str]) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.archiver.retention_days`" as
+    "RSCHED_ARCHIVER__RETENTION_DAYS=-3: must be >= 1"."""
+    what, _, where = message.rpartition(" - at ")
+    path = re.findall(r"\w+", where.replace("$", ""))
+    key = (path[0], path[1]) if len(path) >= 2 else ("", "")
+    label = sources.get(key) or (var(*key) if all(key) else where.strip("`") or "settings")
+    if m := re.fullmatch(r"Expected `(\w+)`, got `\w+`", what):
+        what = f"must be {'an' if m[1][0] in 'aeiou' else 'a'} {m[1]}"
+    elif m := re.fullmatch(r"Expected `\w+` matching regex (.*)", what):
+        what = f"must match {m[1]}"
+    elif m := re.fullmatch(r"Expected `\w+` (.*)", what):
+        what = f"must be {m[1]}"
+    return f"{label}: {what}"
 
 
 def _parse(section: str, field: str, value: str) -> Any:
     # List fields are comma-separated; everything else is left for msgspec to coerce.
-    hints = typing.get_type_hints(_SECTIONS.get(section, Settings))
-    hint = str(hints.get(field, ""))
+    hint = str(typing.get_type_hints(_SECTIONS[section]).get(field, ""))
     return [v for v in value.split(",") if v] if "list[" in hint else value
 
 
@@ -135,7 +234,9 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-_SECTIONS: dict[str, type] = {
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings, "scheduler": SchedulerSettings, "worker": WorkerSettings,
     "archiver": ArchiverSettings, "api": ApiSettings,
 }
+_FIELDS = {name: cls.__struct_fields__ for name, cls in _SECTIONS.items()}
+VARIABLES = [var(section, field) for section, fields in _FIELDS.items() for field in fields]

@@ -56,8 +56,16 @@ async def connect(dsn: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
         return await psycopg.AsyncConnection.connect(
             dsn, connect_timeout=5, autocommit=True,
             options=f"{given} -c synchronous_commit=on".strip())
-    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:  # Programming: bad DSN
-        raise ArchiveError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+    except psycopg.OperationalError as exc:
+        raise ArchiveError(f"cannot connect to PostgreSQL: {_one_line(exc)}") from exc
+    except psycopg.ProgrammingError as exc:  # not a DSN at all (the DSN is not echoed:
+        # it may hold a password)
+        raise ArchiveError(f"the archive DSN (--dsn, RSCHED_ARCHIVER__DSN) is not a"
+                           f" PostgreSQL connection string: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def with_schema(dsn: str, schema: str) -> str:
@@ -161,6 +169,8 @@ async def drop_old_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]],
     """Drop partitions wholly older than the retention window; trim the default one and
     the skip decisions. The dropped runs' job marks are kept first, in the same
     transaction, with writes into what is dropped held off until the end."""
+    if retention_days < 1:  # settings bound it too: 0 or less would drop today's runs
+        raise ArchiveError(f"retention of {retention_days} day(s) refused: must be >= 1")
     cutoff = today - timedelta(days=retention_days)
     async with conn.transaction():
         # every archiver runs retention: one at a time, each listing partitions under the lock

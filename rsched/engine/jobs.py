@@ -95,7 +95,9 @@ class Jobs:
                                                 "job_prefix": k.job_prefix, "job_id": job_id,
                                                 "maxlen": self.core.maxlen, **args})
         if isinstance(res, int):
-            raise_for_code(res, script=name, job_id=job_id)
+            # a refusal names the state found (read after it: for the message only)
+            state = await self.redis.hget(k.job(job_id), "state") if res == -2 else None
+            raise_for_code(res, script=name, job_id=job_id, state=text(state or b""))
         return res
 
     async def cancel_job(self, job_id: str, now_ms: int) -> None:

@@ -25,7 +25,7 @@ from rsched.archive.archiver import Archiver
 from rsched.client import Client
 from rsched.clock import SyncedClock
 from rsched.engine import Engine
-from rsched.errors import DuplicateJob
+from rsched.errors import DuplicateJob, RoleCrashed
 from rsched.models import Every, JobDef, JobState
 from rsched.roles.scheduler import Scheduler
 from rsched.roles.worker import TASK_THREADS, Worker
@@ -50,28 +50,41 @@ async def build_worker(settings: Settings) -> Worker:
 async def run_until_signal(
         components: list[Any], grace_s: float,
         extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
-    """Run components' run() until SIGTERM/SIGINT, then stop them gracefully."""
+    """Run components' run() until SIGTERM/SIGINT, then stop them gracefully. When one
+    crashes (or returns on its own) the others are stopped the same way and RoleCrashed
+    is raised, so the process exits non-zero and a supervisor restarts it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(c.run()) for c in components]
-    tasks += [asyncio.create_task(f()) for f in extra or []]
+    named = [(type(c).__name__.lower(), asyncio.create_task(c.run())) for c in components]
+    named += [(f.__name__, asyncio.create_task(f())) for f in extra or []]
+    tasks = [t for _, t in named]
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    for t in done:
-        if t is not waiter and t.exception() is not None:
-            log.error("component crashed: %r", t.exception())
+    crash = next((_crashed(name, t) for name, t in named if t in done), None)
     log.info("stopping (grace %.1fs)", grace_s)
     for c in components:
         await c.stop(grace_s)
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
+    waiter.cancel()
     for c in components:
         await c.engine.close()
+    if crash is not None:
+        raise crash
 
 
-def exit_abandoning_task_threads(wait_s: float = 0.5) -> None:
+def _crashed(name: str, task: asyncio.Task[None]) -> RoleCrashed:
+    exc = task.exception()
+    if exc is None:
+        log.error("%s stopped on its own", name)
+        return RoleCrashed(f"{name} stopped on its own")
+    log.error("%s crashed", name, exc_info=exc)
+    return RoleCrashed(f"{name} crashed: {type(exc).__name__}: {exc}")
+
+
+def exit_abandoning_task_threads(wait_s: float = 0.5, code: int = 0) -> None:
     """Call once a worker has stopped. A sync task still running past the grace period
     cannot be cancelled, and Python joins pool threads at exit, which would hold the
     process open (SIGTERM "ignored") until the task returns. Its run is already left
@@ -85,7 +98,7 @@ def exit_abandoning_task_threads(wait_s: float = 0.5) -> None:
         log.warning("exiting with %d sync task(s) still running past the grace period; "
                     "their runs are left pending for reclaim", len(busy))
         logging.shutdown()
-        os._exit(0)
+        os._exit(code)
 
 
 EXAMPLE = JobDef(id="hello-every-second", task="examples.hello",

@@ -32,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rsched import codec
 from rsched.clock import Clock
 from rsched.engine import Delivery, Engine, Outcome
-from rsched.errors import Fatal, Retry, SerializationError
+from rsched.errors import Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RetryPolicy, RunStatus
 from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
 from rsched.roles.task_call import TaskCaller
@@ -85,7 +85,12 @@ class Worker:
 
     async def start(self) -> None:
         await self.engine.runs.ensure_groups(self.cfg.queues)
-        await self.engine.runs.register_tasks(self.registry.names())
+        tasks = self.registry.names()
+        await self.engine.runs.register_tasks(tasks)
+        log.log(logging.INFO if tasks else logging.WARNING,
+                "worker %s: queues %s, concurrency %d (%d threads for sync tasks), tasks %s",
+                self.id, ",".join(self.cfg.queues), self.cfg.concurrency, self.cfg.threads,
+                ", ".join(tasks) or "none (--module, RSCHED_WORKER__MODULES): runs will fail")
 
     # -- one iteration ------------------------------------------------------------------
     async def tick(self, block_ms: int | None = None) -> WorkerReport:
@@ -169,12 +174,12 @@ class Worker:
             delay = None if exc.delay_s is None else int(exc.delay_s * 1000)
             await self._fail(d, spec, "retry requested", RunStatus.DEAD, retry=True,
                              delay_ms=delay)
-        except (Fatal, SerializationError, LookupError) as exc:
-            await self._fail(d, spec, f"{type(exc).__name__}: {exc}", RunStatus.FAILED,
-                             retry=False)
+        except Fatal as exc:  # the handler's own reason; its traceback says nothing more
+            await self._fail(d, spec, f"Fatal: {exc}", RunStatus.FAILED, retry=False)
+        except (SerializationError, LookupError) as exc:
+            await self._fail(d, spec, describe(exc), RunStatus.FAILED, retry=False)
         except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
-            await self._fail(d, spec, f"{type(exc).__name__}: {exc}", RunStatus.DEAD,
-                             retry=True)
+            await self._fail(d, spec, describe(exc), RunStatus.DEAD, retry=True)
         finally:
             if self.inflight.get(d.run_id, (None,))[0] is d:  # not a later attempt's
                 del self.inflight[d.run_id]
@@ -220,8 +225,9 @@ class Worker:
         else:
             log.warning("gave up recording failure of %s; it will be reclaimed", d.run_id)
             return
-        log.info("run %s attempt %d failed (%s): %s", d.run_id, d.attempt,
-                 "retrying" if code == 1 else "ended" if code == 2 else f"fenced {code}", error)
+        log.warning("run %s attempt %d failed (%s): %s", d.run_id, d.attempt,
+                    "retrying" if code == 1 else "ended" if code == 2 else f"fenced {code}",
+                    error)
 
     async def flush(self) -> None:
         """Record buffered outcomes in one pipelined round trip."""

@@ -104,7 +104,7 @@ async def test_scheduler_processes_sigkilled_at_random_points_lose_and_double_no
     killed = 0
     for _ in range(4):
         before = await _queued(engine)
-        victim = roles.spawn("scheduler", scheduler__lease_s=0.6)
+        victim = roles.spawn("scheduler", scheduler__lease_s=0.6, scheduler__max_sleep_s=0.2)
 
         async def firing(before: int = before) -> bool:
             return await _queued(engine) > before or await _all_fired(engine)
@@ -117,7 +117,7 @@ async def test_scheduler_processes_sigkilled_at_random_points_lose_and_double_no
         assert await victim.wait_exit() == -signal.SIGKILL
         killed += 1
     assert killed == 4, "every victim died while slots were still due"
-    survivor = roles.spawn("scheduler", scheduler__lease_s=0.6)
+    survivor = roles.spawn("scheduler", scheduler__lease_s=0.6, scheduler__max_sleep_s=0.2)
     await eventually(lambda: _all_fired(engine), "the survivor to fire every slot",
                      timeout_s=60)
     fires = await invariants.fires_from_queues(engine, QUEUES)

@@ -9,11 +9,18 @@ import signal
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import urlparse
 
+import pytest
+import redis
+
+from rsched.archive import pg
 from rsched.client import Client
 from rsched.devservers import free_port, reachable
+from rsched.engine.keys import ShardKeys
+from rsched.errors import ArchiveError
 from rsched.models import Cron, Every, JobDef
 from rsched.settings import Settings
 from tests.support.procs import RSCHED, run_cli
@@ -58,7 +65,7 @@ def test_preview_prints_next_fires_and_rejects_bad_cron_without_traceback(
     assert len(lines) == 2 and all(ln.endswith("T11:00:00+00:00") or
                                    ln.endswith("T10:00:00+00:00") for ln in lines)
     bad = run_cli("jobs", "preview", "--cron", "61 * * * *", env=env)
-    assert bad.returncode == 2  # bad input (docs/decisions.md, exit codes)
+    assert bad.returncode == 2, "bad input exits 2 (docs/decisions.md)"
     assert "error: cron '61 * * * *': invalid expression" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -141,3 +148,90 @@ def test_status_shows_due_jobs_streams_archive_lag_and_live_roles(redis_url: str
     assert status["events"] == 1, "the job's creation, not yet archived"
     assert status["archive_lag_ms"] >= status["now_ms"] - created_ms >= 50
     assert list(status["workers"]) == ["w1"] and status["schedulers"] == {}
+
+
+DOWN = {"RSCHED_REDIS__URL": "redis://127.0.0.1:1/0"}  # never reached: settings fail first
+
+
+@pytest.mark.parametrize(("role", "env", "message"), [
+    ("migrate", {"RSCHED_ARCHIVER__RETENTION_DAYS": "-3"},
+     "RSCHED_ARCHIVER__RETENTION_DAYS=-3: must be >= 1"),
+    ("archiver", {"RSCHED_ARCHIVER__RETENTION_DAYS": "0"},
+     "RSCHED_ARCHIVER__RETENTION_DAYS=0: must be >= 1"),
+    ("scheduler", {"RSCHED_SCHEDULER__LEASE_S": "0"},
+     "RSCHED_SCHEDULER__LEASE_S=0: must be >= 0.001"),
+    ("scheduler", {"RSCHED_SCHEDULER__BATCH": "0"}, "RSCHED_SCHEDULER__BATCH=0: must be >= 1"),
+    ("scheduler", {"RSCHED_SCHEDULER__LEASE_S": "2"},
+     "RSCHED_SCHEDULER__LEASE_S=2.0: must be >= 3 x RSCHED_SCHEDULER__MAX_SLEEP_S=1.0"),
+    ("worker", {"RSCHED_WORKER__THREADS": "0"}, "RSCHED_WORKER__THREADS=0: must be >= 1"),
+    ("worker", {"RSCHED_WORKER__CONCURRENCY": "lots"},
+     "RSCHED_WORKER__CONCURRENCY=lots: must be an int"),
+    ("worker", {"RSCHED_WORKR__THREADS": "4"},
+     "RSCHED_WORKR__THREADS: unknown setting (did you mean RSCHED_WORKER__THREADS?)"),
+    ("dev", {"RSCHED_REDIS__URL": "redis://127.0.0.1:1/x"},
+     "RSCHED_REDIS__URL=redis://127.0.0.1:1/x: database 'x' is not a number within"),
+])
+def test_a_bad_setting_exits_2_with_one_line_naming_the_variable(
+        role: str, env: dict[str, str], message: str) -> None:
+    out = run_cli(role, env={**DOWN, **env})
+    assert out.returncode == 2, out
+    assert out.stderr.startswith(f"error: {message}") and out.stderr.count("\n") == 1, out
+    assert out.stdout == ""
+
+
+def test_a_redis_db_index_the_server_lacks_exits_2_naming_the_url(redis_url: str) -> None:
+    env = {"RSCHED_REDIS__URL": redis_url.rsplit("/", 1)[0] + "/99"}
+    for command in (["jobs", "list"], ["scheduler"]):
+        out = run_cli(*command, env=env)
+        assert out.returncode == 2, out
+        assert out.stderr.startswith("error: RSCHED_REDIS__URL (--redis-url): DB index is out"
+                                     " of range") and out.stderr.count("\n") == 1, out
+
+
+async def test_negative_or_zero_retention_is_refused_and_drops_no_partition(
+        archive_dsn: str) -> None:
+    assert run_cli("migrate", "--dsn", archive_dsn).returncode == 0
+    conn = await pg.connect(archive_dsn)
+    try:
+        before = await pg.partitions(conn)
+        assert datetime.now(UTC).date() in before
+        for days in ("-3", "0"):
+            out = run_cli("migrate", "--dsn", archive_dsn,
+                          env={"RSCHED_ARCHIVER__RETENTION_DAYS": days})
+            assert out.returncode == 2 and "RSCHED_ARCHIVER__RETENTION_DAYS" in out.stderr, out
+            assert "up to date" not in out.stdout
+        with pytest.raises(ArchiveError, match="retention of 0 day"):
+            await pg.apply_retention(conn, datetime.now(UTC), 0)
+        assert await pg.partitions(conn) == before
+    finally:
+        await conn.close()
+
+
+def test_migrate_with_a_bad_dsn_exits_1_naming_migrate_and_the_dsn() -> None:
+    garbage = run_cli("migrate", "--dsn", "garbage")
+    assert garbage.returncode == 1, garbage
+    assert garbage.stderr.startswith("error: migrate: the archive DSN (--dsn,"
+                                     " RSCHED_ARCHIVER__DSN) is not a PostgreSQL connection")
+    down = run_cli("migrate", "--dsn", f"postgresql://nobody@127.0.0.1:{free_port()}/x")
+    assert down.returncode == 1 and down.stderr.startswith("error: migrate: cannot connect")
+    for out in (garbage, down):
+        assert out.stderr.count("\n") == 1 and "(has `rsched migrate` run?)" not in out.stderr
+
+
+@pytest.mark.parametrize("role", ["scheduler", "worker"])
+def test_a_role_whose_component_crashes_exits_non_zero(redis_url: str, role: str) -> None:
+    prefix = f"cli{uuid.uuid4().hex[:8]}"
+    keys = ShardKeys(prefix, 0)
+    # a key of the wrong type makes the component's first Redis call fail (WRONGTYPE): not
+    # an outage to ride out, a crash
+    broken = keys.lease if role == "scheduler" else keys.queue("default")
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.hset(broken, "not", "a stream or string")
+        out = run_cli(role, env={"RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix,
+                                 "RSCHED_REDIS__SHARDS": "1"})
+    finally:
+        r.delete(broken)
+        r.close()
+    assert out.returncode == 1, out
+    assert f"error: {role} crashed: ResponseError: WRONGTYPE" in out.stderr, out.stderr

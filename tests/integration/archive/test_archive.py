@@ -235,7 +235,8 @@ async def test_misfire_skips_and_free_text_errors_are_archived(make_engine: Any,
     [(error, status)] = await (await db.execute(
         "SELECT error, status FROM runs WHERE job_id = %s", (bad,))).fetchall()
     assert status == "dead"
-    assert error == "RuntimeError: tab\there\nnew line \\ backslash \\N not null"
+    assert error.startswith("RuntimeError: tab\there\nnew line \\ backslash \\N not null\n"
+                            "Traceback (most recent call last):\n")  # then the traceback
     skips = await history.skips(db, late)
     assert [k.why for k in skips] == ["misfire"] and skips[0].missed >= 9
 
