@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 from croniter import CroniterBadDateError, croniter
 
 from rsched.errors import ValidationError
@@ -130,23 +131,38 @@ class FireDecision:
 
 
 def decide(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
-    """What to do with a due slot found at ``now_ms``, by the misfire policy."""
-    sched = trigger.schedule
-    late = now_ms - slot_ms > trigger.grace_s * 1000
-    if not late or isinstance(sched, Immediate | At):
-        return FireDecision(True, next_fire(sched, slot_ms), 0)
+    """What to do with a due slot found at ``now_ms``, by the misfire policy.
+
+    A slot is on time when it is the only one due and no later than the grace. Otherwise
+    the job misfired: fire_once runs all its due slots as one run if the latest of them
+    is still within the grace, skip runs none, catch_up runs each (at most catch_up_max).
+    Either way the job then moves to its next slot after now, on its own phase."""
+    sched = _anchored(trigger.schedule, slot_ms)
+    if isinstance(sched, Immediate | At):
+        return FireDecision(True, None, 0)
+    grace_ms = trigger.grace_s * 1000
+    nxt = next_fire(sched, slot_ms)
+    if now_ms - slot_ms <= grace_ms and (nxt is None or nxt > now_ms):
+        return FireDecision(True, nxt, 0)
     if trigger.misfire is Misfire.CATCH_UP:
-        return _catch_up(trigger, slot_ms, now_ms)
-    nxt, missed = _future_counting(sched, slot_ms, now_ms, limit=100_000)
-    if trigger.misfire is Misfire.SKIP:
-        return FireDecision(False, nxt, missed)
-    return FireDecision(True, nxt, missed - 1)
+        return _catch_up(trigger, sched, slot_ms, now_ms)
+    nxt, due = _future_counting(sched, slot_ms, now_ms, limit=100_000)
+    if trigger.misfire is Misfire.FIRE_ONCE and _due_within(sched, slot_ms, now_ms, grace_ms):
+        return FireDecision(True, nxt, due - 1)
+    return FireDecision(False, nxt, due)
 
 
-def _catch_up(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
+def _anchored(sched: Schedule, slot_ms: int) -> Schedule:
+    """An ``every`` without start_ms, anchored on one of its slots. Its slots are all
+    creation time (or last update) + k * interval, so any slot keeps that phase."""
+    if isinstance(sched, Every) and sched.start_ms is None:
+        return msgspec.structs.replace(sched, start_ms=slot_ms)
+    return sched
+
+
+def _catch_up(trigger: Trigger, sched: Schedule, slot_ms: int, now_ms: int) -> FireDecision:
     # Fire this slot and leave the next (possibly past) slot due, but never more than
     # catch_up_max missed slots: older ones are skipped in one jump.
-    sched = trigger.schedule
     missed: list[int] = [slot_ms]
     nxt = next_fire(sched, slot_ms)
     while nxt is not None and nxt <= now_ms and len(missed) <= trigger.catch_up_max:
@@ -170,10 +186,9 @@ def _catch_up(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
 def _future_counting(sched: Schedule, slot_ms: int, now_ms: int,
                      limit: int) -> tuple[int | None, int]:
     """The first slot after now, and how many slots from slot_ms were missed."""
-    if isinstance(sched, Every):
-        nxt = _every_after(sched, now_ms)
-        missed = (now_ms - slot_ms) // sched.every_ms + 1
-        return nxt, int(missed)
+    if isinstance(sched, Every) and sched.start_ms is not None:
+        last = now_ms if sched.end_ms is None else min(now_ms, sched.end_ms)
+        return _every_after(sched, now_ms), (last - slot_ms) // sched.every_ms + 1
     missed, cur = 0, slot_ms
     while missed < limit:
         missed += 1
@@ -182,6 +197,14 @@ def _future_counting(sched: Schedule, slot_ms: int, now_ms: int,
             return nxt, missed
         cur = nxt
     return next_fire(sched, now_ms), missed
+
+
+def _due_within(sched: Schedule, slot_ms: int, now_ms: int, grace_ms: float) -> bool:
+    """Whether the latest slot due at now_ms (slot_ms or a later one) is within grace."""
+    if now_ms - slot_ms <= grace_ms:
+        return True
+    recent = next_fire(sched, now_ms - int(grace_ms) - 1)
+    return recent is not None and recent <= now_ms
 
 
 def _every_after(sched: Every, after_ms: int) -> int | None:
