@@ -191,3 +191,22 @@ def test_cron_day_of_month_and_week_or_when_both_restricted() -> None:
     got = preview(Cron(expr="0 12 13 * mon"), ms("2026-02-01T00:00:00+00:00"), 4)
     assert [datetime.fromtimestamp(g / 1000, UTC).date().isoformat() for g in got] == [
         "2026-02-02", "2026-02-09", "2026-02-13", "2026-02-16"]  # the 13th is a Friday
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Australia/Lord_Howe", "Antarctica/Troll"])
+def test_elapsed_cron_matches_a_minute_by_minute_reference_across_transitions(zone: str) -> None:
+    # Local 01:00-03:59 every 20 minutes, through the skipped and the repeated hours of
+    # 2026 (Lord Howe shifts by 30 minutes, Troll by 2 hours).
+    tz = ZoneInfo(zone)
+    sched = Cron(expr="*/20 1-3 * * *", tz=zone)
+    changes = [s * 1000 for s in range(1767225600, 1798761600, 3600)
+               if datetime.fromtimestamp(s, tz).utcoffset()
+               != datetime.fromtimestamp(s + 3600, tz).utcoffset()]
+    assert len(changes) == 2
+    for change in changes:
+        lo, hi = change - 6 * 3_600_000, change + 6 * 3_600_000
+        want = [m * 60_000 for m in range(lo // 60_000 + 1, hi // 60_000)
+                if (local := datetime.fromtimestamp(m * 60, tz)).hour in (1, 2, 3)
+                and local.minute % 20 == 0]
+        got = [f for f in preview(sched, lo + 1, len(want) + 1) if f < hi]
+        assert got == want
