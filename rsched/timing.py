@@ -7,7 +7,8 @@ DST follows Vixie cron (docs/decisions.md): a cron whose second, minute and hour
 fields are all fixed is *wall-clock*: in a repeated hour it fires once (first
 occurrence) and a slot inside a skipped hour fires at the instant the clock jumps.
 Any other cron is *elapsed-time*: it fires at each matching local time as it
-happens (twice through a repeated hour, never in a skipped one).
+happens (twice through a repeated hour, never in a skipped one). Day of month and
+day of week are ANDed when either starts with ``*``, ORed when both are restricted.
 """
 
 from __future__ import annotations
