@@ -173,6 +173,7 @@ def test_every_without_start_keeps_its_phase_after_a_misfire(misfire: Misfire) -
     created = NOW + 558  # slots at .558 s past each second
     sched = Every(every_ms=1000)
     first = first_fire(sched, created)
+    assert first is not None
     d = decide(Trigger(schedule=sched, misfire=misfire, grace_s=5), first, created + 90_053)
     assert d.next_ms is not None and d.next_ms % 1000 == 558
 
