@@ -310,9 +310,5 @@ def _year(at_ms: int) -> int:
     return (_NAIVE_EPOCH + timedelta(milliseconds=at_ms)).year
 
 
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
-
-
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
