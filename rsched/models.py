@@ -61,7 +61,7 @@ Schedule = Immediate | At | Every | Cron
 
 
 class Misfire(StrEnum):
-    FIRE_ONCE = "fire_once"  # one run for all missed slots, then the next future slot
+    FIRE_ONCE = "fire_once"  # all due slots are one run (if the latest is within grace)
     SKIP = "skip"  # no run for missed slots; next future slot
     CATCH_UP = "catch_up"  # every missed slot, at most Trigger.catch_up_max of them
 
@@ -84,7 +84,8 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     schedule: Schedule
     misfire: Misfire = Misfire.FIRE_ONCE
-    grace_s: DurationS = 60.0  # late beyond this = misfired
+    # A lone due slot late by at most this is on time (docs/decisions.md, misfires).
+    grace_s: DurationS = 60.0
     catch_up_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
 
 

@@ -7,12 +7,14 @@ DST follows Vixie cron (docs/decisions.md): a cron whose second, minute and hour
 fields are all fixed is *wall-clock*: in a repeated hour it fires once (first
 occurrence) and a slot inside a skipped hour fires at the instant the clock jumps.
 Any other cron is *elapsed-time*: it fires at each matching local time as it
-happens (twice through a repeated hour, never in a skipped one).
+happens (twice through a repeated hour, never in a skipped one). Day of month and
+day of week are ANDed when either starts with ``*``, ORed when both are restricted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from copy import copy
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,10 +28,12 @@ from rsched.models import At, Cron, Every, Immediate, Misfire, Schedule, Trigger
 
 # An `at` further in the past than this is rejected as a probable mistake.
 MAX_AT_PAST_MS = 3_600_000
-# Offsets never change by more than this at one transition (2h covers double summer time).
-_MAX_SHIFT = timedelta(hours=3)
 # A cron's next fire may be this far out (Feb 29 on a given weekday: 40 years at most).
 _NEAR_YEAR_10000_MS = 50 * 366 * 86_400_000
+_DAY_MS = 86_400_000
+_SAMPLE_MS = 3 * _DAY_MS
+_ONE_MS = timedelta(milliseconds=1)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class CronRule:
     expr: str  # normalised to 6 fields, seconds first
     zone: ZoneInfo
     wall_clock: bool
+    iter: croniter = field(compare=False)  # parsed once; copied per use (thread-safe)
 
 
 @lru_cache(maxsize=4096)
@@ -54,7 +59,10 @@ def parse_cron(expr: str, tz: str) -> CronRule:
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError(f"unknown time zone {tz!r}") from exc
     wall = not any(f.startswith("*") for f in fields[:3])
-    return CronRule(norm, zone, wall)
+    # implement_cron_bug: day-of-month and day-of-week are ANDed when either starts with
+    # `*` and ORed when both are restricted, as in Vixie cron (docs/decisions.md).
+    it = croniter(norm, _NAIVE_EPOCH, second_at_beginning=True, implement_cron_bug=True)
+    return CronRule(norm, zone, wall, it)
 
 
 def validate_schedule(schedule: Schedule, now_ms: int) -> None:
@@ -140,23 +148,38 @@ class FireDecision:
 
 
 def decide(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
-    """What to do with a due slot found at ``now_ms``, by the misfire policy."""
-    sched = trigger.schedule
-    late = now_ms - slot_ms > trigger.grace_s * 1000
-    if not late or isinstance(sched, Immediate | At):
-        return FireDecision(True, next_fire(sched, slot_ms), 0)
+    """What to do with a due slot found at ``now_ms``, by the misfire policy.
+
+    A slot is on time when it is the only one due and no later than the grace. Otherwise
+    the job misfired: fire_once runs all its due slots as one run if the latest of them
+    is still within the grace, skip runs none, catch_up runs each (at most catch_up_max).
+    Either way the job then moves to its next slot after now, on its own phase."""
+    sched = _anchored(trigger.schedule, slot_ms)
+    if isinstance(sched, Immediate | At):
+        return FireDecision(True, None, 0)
+    grace_ms = trigger.grace_s * 1000
+    nxt = next_fire(sched, slot_ms)
+    if now_ms - slot_ms <= grace_ms and (nxt is None or nxt > now_ms):
+        return FireDecision(True, nxt, 0)
     if trigger.misfire is Misfire.CATCH_UP:
-        return _catch_up(trigger, slot_ms, now_ms)
-    nxt, missed = _future_counting(sched, slot_ms, now_ms, limit=100_000)
-    if trigger.misfire is Misfire.SKIP:
-        return FireDecision(False, nxt, missed)
-    return FireDecision(True, nxt, missed - 1)
+        return _catch_up(trigger, sched, slot_ms, now_ms)
+    nxt, due = _future_counting(sched, slot_ms, now_ms, limit=100_000)
+    if trigger.misfire is Misfire.FIRE_ONCE and _due_within(sched, slot_ms, now_ms, grace_ms):
+        return FireDecision(True, nxt, due - 1)
+    return FireDecision(False, nxt, due)
 
 
-def _catch_up(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
+def _anchored(sched: Schedule, slot_ms: int) -> Schedule:
+    """An ``every`` without start_ms, anchored on one of its slots. Its slots are all
+    creation time (or last update) + k * interval, so any slot keeps that phase."""
+    if isinstance(sched, Every) and sched.start_ms is None:
+        return msgspec.structs.replace(sched, start_ms=slot_ms)
+    return sched
+
+
+def _catch_up(trigger: Trigger, sched: Schedule, slot_ms: int, now_ms: int) -> FireDecision:
     # Fire this slot and leave the next (possibly past) slot due, but never more than
     # catch_up_max missed slots: older ones are skipped in one jump.
-    sched = trigger.schedule
     missed: list[int] = [slot_ms]
     nxt = next_fire(sched, slot_ms)
     while nxt is not None and nxt <= now_ms and len(missed) <= trigger.catch_up_max:
@@ -180,10 +203,9 @@ def _catch_up(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
 def _future_counting(sched: Schedule, slot_ms: int, now_ms: int,
                      limit: int) -> tuple[int | None, int]:
     """The first slot after now, and how many slots from slot_ms were missed."""
-    if isinstance(sched, Every):
-        nxt = _every_after(sched, now_ms)
-        missed = (now_ms - slot_ms) // sched.every_ms + 1
-        return nxt, int(missed)
+    if isinstance(sched, Every) and sched.start_ms is not None:
+        last = now_ms if sched.end_ms is None else min(now_ms, sched.end_ms)
+        return _every_after(sched, now_ms), (last - slot_ms) // sched.every_ms + 1
     missed, cur = 0, slot_ms
     while missed < limit:
         missed += 1
@@ -192,6 +214,14 @@ def _future_counting(sched: Schedule, slot_ms: int, now_ms: int,
             return nxt, missed
         cur = nxt
     return next_fire(sched, now_ms), missed
+
+
+def _due_within(sched: Schedule, slot_ms: int, now_ms: int, grace_ms: float) -> bool:
+    """Whether the latest slot due at now_ms (slot_ms or a later one) is within grace."""
+    if now_ms - slot_ms <= grace_ms:
+        return True
+    recent = next_fire(sched, now_ms - int(grace_ms) - 1)
+    return recent is not None and recent <= now_ms
 
 
 def _every_after(sched: Every, after_ms: int) -> int | None:
@@ -204,69 +234,96 @@ def _every_after(sched: Every, after_ms: int) -> int | None:
 
 
 def _cron_next(rule: CronRule, after_ms: int) -> int | None:
-    """Smallest fire instant > after_ms, walking local wall times with croniter.
+    """Smallest fire instant > after_ms, walking the zone's constant-offset segments.
 
-    Local wall time is monotonic except within _MAX_SHIFT of a transition, so the
-    walk only starts earlier, and looks further, when a transition is near."""
-    after = datetime.fromtimestamp(after_ms / 1000, UTC)
-    local = after.astimezone(rule.zone).replace(tzinfo=None)
-    if _near_transition(rule.zone, after_ms):
-        local -= _MAX_SHIFT
-    it = croniter(rule.expr, local, second_at_beginning=True)
-    best: int | None = None
-    best_local = local
-    for _ in range(1_000_000):
-        try:
-            cand: datetime = it.get_next(datetime)
-        except CroniterBadDateError:
-            return best
-        if best is not None and cand - best_local > _MAX_SHIFT:
-            return best
-        for inst in _instants(rule, cand):
-            if inst > after_ms and (best is None or inst < best):
-                best, best_local = inst, cand
-        if best is not None and best_local is cand and not _near_transition(rule.zone, best):
-            return best
-        if cand.year > after.year + 30:
-            break
-    return best
+    Within a segment local time is UTC plus one offset, so one croniter call finds the
+    segment's first match; a match past the segment's end moves the walk to the next
+    segment (at most a few per call). Wall-clock crons take a segment's local times from
+    where the previous segment's local time ended: matches in a skipped hour fire at the
+    jump, matches already passed in a repeated hour do not fire again."""
+    off = _offset_ms(rule.zone, after_ms)
+    seg = _transition_within_day(rule.zone, after_ms)  # (start, offset before) or None
+    lo = after_ms + off  # local ms, exclusive
+    if seg is not None and rule.wall_clock:
+        lo = max(lo, seg[0] + seg[1] - 1)
+    match, searched, pos = _match_after(rule, lo), lo, after_ms
+    while match is not None:
+        nxt = _next_transition(rule.zone, pos, match - off)
+        if nxt is None:
+            return match - off if seg is None else max(seg[0], match - off)
+        seg, off, pos = (nxt[0], off), nxt[1], nxt[0]
+        lo = pos + (seg[1] if rule.wall_clock else off) - 1
+        if not searched <= lo < match:
+            match, searched = _match_after(rule, lo), lo
+    return None
 
 
-def _near_transition(zone: ZoneInfo, at_ms: int) -> bool:
-    shift = _MAX_SHIFT.total_seconds()
-    t = at_ms / 1000
-    return datetime.fromtimestamp(t - shift, zone).utcoffset() != datetime.fromtimestamp(
-        t + shift, zone).utcoffset()
+def _match_after(rule: CronRule, local_ms: int) -> int | None:
+    """The first local wall time (naive, as ms) > local_ms that the cron matches."""
+    try:
+        got: datetime = copy(rule.iter).get_next(datetime, _NAIVE_EPOCH + timedelta(
+            milliseconds=local_ms))
+    except CroniterBadDateError:
+        return None
+    return (got - _NAIVE_EPOCH) // _ONE_MS
 
 
-def _instants(rule: CronRule, naive: datetime) -> list[int]:
-    """UTC instants (ms) at which local wall time ``naive`` fires under the DST rule."""
-    early = naive.replace(tzinfo=rule.zone, fold=0)
-    late = naive.replace(tzinfo=rule.zone, fold=1)
-    e_utc, l_utc = early.astimezone(UTC), late.astimezone(UTC)
-    exists = e_utc.astimezone(rule.zone).replace(tzinfo=None) == naive
-    if not exists:
-        return [_ms(_jump_instant(rule, naive, min(e_utc, l_utc), max(e_utc, l_utc)))] \
-            if rule.wall_clock else []
-    if e_utc == l_utc or rule.wall_clock:
-        return [_ms(e_utc)]
-    return [_ms(e_utc), _ms(l_utc)]
+def _offset_ms(zone: ZoneInfo, at_ms: int) -> int:
+    off = datetime.fromtimestamp(at_ms / 1000, zone).utcoffset()
+    return (off or timedelta()) // _ONE_MS
 
 
-def _jump_instant(rule: CronRule, naive: datetime, lo: datetime, hi: datetime) -> datetime:
-    """The instant the clock jumps over the nonexistent local time ``naive``."""
-    lo_s, hi_s = int(lo.timestamp()), int(hi.timestamp())
-    while lo_s < hi_s:
+def _transition_within_day(zone: ZoneInfo, at_ms: int) -> tuple[int, int] | None:
+    """The last offset change in (at_ms - 1 day, at_ms]: (instant ms, offset before)."""
+    for year in sorted({_year(at_ms - _DAY_MS), _year(at_ms)}, reverse=True):
+        for when, before, _ in reversed(_year_transitions(zone, year)):
+            if at_ms - _DAY_MS < when <= at_ms:
+                return when, before
+    return None
+
+
+def _next_transition(zone: ZoneInfo, after_ms: int, until_ms: int) -> tuple[int, int] | None:
+    """The first offset change in (after_ms, until_ms]: (instant ms, offset after)."""
+    for year in range(_year(after_ms), _year(until_ms) + 1):
+        for when, _, after in _year_transitions(zone, year):
+            if after_ms < when <= until_ms:
+                return when, after
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _year_transitions(zone: ZoneInfo, year: int) -> tuple[tuple[int, int, int], ...]:
+    """Offset changes in the UTC year ``year`` (start exclusive, end inclusive), as
+    (instant ms, offset before, offset after). Since 1970 tzdata has no two changes less
+    than 6.9 days apart, so sampling every _SAMPLE_MS finds each; bisection then finds its
+    second."""
+    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    out: list[tuple[int, int, int]] = []
+    prev_at, prev_off = start, _offset_ms(zone, start)
+    while prev_at < end:
+        at = min(prev_at + _SAMPLE_MS, end)
+        off = _offset_ms(zone, at)
+        if off != prev_off:
+            out.append((_bisect_change(zone, prev_at, at, prev_off), prev_off, off))
+        prev_at, prev_off = at, off
+    return tuple(out)
+
+
+def _bisect_change(zone: ZoneInfo, lo_ms: int, hi_ms: int, lo_off: int) -> int:
+    """The first whole second in (lo_ms, hi_ms] whose offset is not lo_off."""
+    lo_s, hi_s = lo_ms // 1000, hi_ms // 1000
+    while hi_s - lo_s > 1:
         mid = (lo_s + hi_s) // 2
-        if datetime.fromtimestamp(mid, rule.zone).replace(tzinfo=None) > naive:
-            hi_s = mid
+        if _offset_ms(zone, mid * 1000) == lo_off:
+            lo_s = mid
         else:
-            lo_s = mid + 1
-    return datetime.fromtimestamp(lo_s, UTC)
+            hi_s = mid
+    return hi_s * 1000
 
 
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
+def _year(at_ms: int) -> int:
+    return (_NAIVE_EPOCH + timedelta(milliseconds=at_ms)).year
 
 
 def _iso(ms: int) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from rsched.client import Client
 from rsched.engine import Engine
-from rsched.models import Every, JobDef, Schedule
+from rsched.models import Every, JobDef, Misfire, Schedule
 from tests.support import invariants
 from tests.support.procs import Role, Roles, eventually
 
@@ -31,8 +31,10 @@ async def _schedule(engine: Engine, schedules: list[Schedule]) -> dict[str, Sche
     jobs: dict[str, Schedule] = {}
     for lo in range(0, len(schedules), 100):  # concurrently: all should exist before t0
         chunk = list(enumerate(schedules))[lo:lo + 100]
+        # catch_up: each missed slot fires once (fire_once would coalesce them)
         ids = await asyncio.gather(*(client.schedule(JobDef(id=f"p{i:04d}", task="any",
-                                                            schedule=sched))
+                                                            schedule=sched,
+                                                            misfire=Misfire.CATCH_UP))
                                      for i, sched in chunk))
         jobs.update(zip(ids, (sched for _, sched in chunk), strict=True))
     return jobs

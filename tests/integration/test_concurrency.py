@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from rsched import codec
 from rsched.clock import FakeClock
 from rsched.engine import DueItem, Engine, Fire
-from rsched.models import At, Cron, Every, JobDef, Schedule
+from rsched.models import At, Cron, Every, JobDef, Misfire, Schedule
 from rsched.roles.scheduler import Scheduler
 from rsched.settings import SchedulerSettings
 from rsched.tasks import TaskRegistry
@@ -55,7 +55,10 @@ async def _schedule_all(engine: Engine, clock: FakeClock, n: int,
     jobs: dict[str, Schedule] = {}
     for i in range(n):
         sched = make(i, clock.ms)
-        jobs[await c.schedule(JobDef(id=f"job{i:04d}", task="noop", schedule=sched))] = sched
+        # catch_up: every slot fires once even when several are due at one tick (the
+        # default fire_once would coalesce them into one run; test_operations covers that).
+        jobs[await c.schedule(JobDef(id=f"job{i:04d}", task="noop", schedule=sched,
+                                     misfire=Misfire.CATCH_UP))] = sched
     return jobs
 
 

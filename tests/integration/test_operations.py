@@ -282,6 +282,33 @@ async def test_misfire_catch_up_is_bounded(h: Harness) -> None:
     assert fired == 5, "only the last catch_up_max missed slots run"
 
 
+async def test_resume_after_40_s_pause_fires_one_run_not_40(h: Harness) -> None:
+    job = await h.client.schedule(JobDef(task="ok", schedule=Every(every_ms=1000)))
+    assert await h.step() == 1
+    await h.client.pause(job)
+    h.clock.advance(40_000)
+    await h.client.resume(job)
+    assert await system.fire_until_idle(h.scheduler) == 1, "40 due slots (within grace) coalesce"
+    assert (await h.client.get(job)).next_ms == h.clock.ms + 1000
+
+
+async def test_scheduler_down_28_s_fires_one_run_not_28(h: Harness) -> None:
+    job = await h.client.schedule(JobDef(task="ok", schedule=Every(every_ms=1000)))
+    assert await system.fire_until_idle(h.scheduler) == 1
+    h.clock.advance(28_000)
+    assert await system.fire_until_idle(h.scheduler) == 1
+    assert len(await h.client.runs(job)) == 2
+
+
+async def test_every_without_start_keeps_its_phase_after_downtime(h: Harness) -> None:
+    h.clock.ms += 558  # created at .558 s past a second: every slot stays there
+    job = await h.client.schedule(JobDef(task="ok", schedule=Every(every_ms=1000)))
+    assert await system.fire_until_idle(h.scheduler) == 1
+    h.clock.advance(90_053)  # beyond the 60 s grace
+    await system.fire_until_idle(h.scheduler)
+    assert (await h.client.get(job)).next_ms % 1000 == 558  # type: ignore[operator]
+
+
 async def test_cron_with_seconds_fires_on_exact_seconds(h: Harness) -> None:
     h.clock.ms = 1_700_000_000_000  # 2023-11-14T22:13:20Z
     job = await h.client.schedule(JobDef(task="ok", schedule=Cron(expr="*/15 * * * * *")))

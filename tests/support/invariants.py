@@ -226,7 +226,8 @@ async def created_ms(engine: Engine, job_ids: list[str]) -> dict[str, int]:
 
 def expected_slots(schedule: Any, scheduled_at_ms: int, until_ms: int) -> list[int]:
     """Every slot a schedule has from its creation up to ``until_ms`` (inclusive): what a
-    correct scheduler fires when no slot was late beyond the job's grace."""
+    correct scheduler fires for a ``catch_up`` job missing fewer than catch_up_max slots
+    at a time (or any job whose slots each fire on time)."""
     from rsched.timing import first_fire, next_fire
 
     out: list[int] = []

@@ -137,3 +137,77 @@ def test_catch_up_is_bounded() -> None:
     assert d.fire is False and d.skipped == 56 and d.next_ms == NOW + 56_000
     d2 = decide(trig(Misfire.CATCH_UP, cap=5), NOW + 56_000, NOW + 60_500)
     assert d2.fire is True and d2.next_ms == NOW + 57_000
+
+
+def test_fire_once_coalesces_slots_due_within_grace() -> None:
+    # Paused 40 s with a 60 s grace: the 41 due slots are one run, not 41.
+    trigger = Trigger(schedule=Every(every_ms=1000, start_ms=NOW), grace_s=60)
+    d = decide(trigger, NOW, NOW + 40_000)
+    assert (d.fire, d.next_ms, d.skipped) == (True, NOW + 41_000, 40)
+
+
+def test_fire_once_does_not_fire_when_even_the_latest_due_slot_is_past_grace() -> None:
+    hourly = Trigger(schedule=Every(every_ms=3_600_000, start_ms=NOW), grace_s=60)
+    d = decide(hourly, NOW, NOW + 120_000)
+    assert (d.fire, d.next_ms, d.skipped) == (False, NOW + 3_600_000, 1)
+    d = decide(hourly, NOW, NOW + 3_630_000)  # the latest due slot is 30 s late: it runs
+    assert (d.fire, d.next_ms, d.skipped) == (True, NOW + 7_200_000, 1)
+
+
+def test_skip_runs_none_of_several_slots_due_within_grace() -> None:
+    trigger = Trigger(schedule=Every(every_ms=1000, start_ms=NOW), misfire=Misfire.SKIP,
+                      grace_s=60)
+    d = decide(trigger, NOW, NOW + 40_500)
+    assert (d.fire, d.next_ms, d.skipped) == (False, NOW + 41_000, 41)
+
+
+def test_catch_up_within_grace_is_bounded() -> None:
+    trigger = Trigger(schedule=Every(every_ms=100, start_ms=NOW), misfire=Misfire.CATCH_UP,
+                      grace_s=60, catch_up_max=5)
+    d = decide(trigger, NOW, NOW + 30_000)  # 301 slots due, all within grace
+    assert (d.fire, d.next_ms, d.skipped) == (False, NOW + 29_600, 296)
+
+
+@pytest.mark.parametrize("misfire", list(Misfire))
+def test_every_without_start_keeps_its_phase_after_a_misfire(misfire: Misfire) -> None:
+    created = NOW + 558  # slots at .558 s past each second
+    sched = Every(every_ms=1000)
+    first = first_fire(sched, created)
+    assert first is not None
+    d = decide(Trigger(schedule=sched, misfire=misfire, grace_s=5), first, created + 90_053)
+    assert d.next_ms is not None and d.next_ms % 1000 == 558
+
+
+def test_cron_day_of_month_and_week_and_when_one_starts_with_star() -> None:
+    # Vixie cron: `*/2` starts with `*`, so "odd day AND Monday" (OR would give 635).
+    sched = Cron(expr="0 12 */2 * mon")
+    fires = preview(sched, ms("2026-01-01T00:00:00+00:00"), 1000)
+    in_range = [f for f in fires if f < ms("2029-01-01T00:00:00+00:00")]
+    assert len(in_range) == 80
+    assert all(datetime.fromtimestamp(f / 1000, UTC).weekday() == 0 for f in in_range)
+    assert all(datetime.fromtimestamp(f / 1000, UTC).day % 2 == 1 for f in in_range)
+
+
+def test_cron_day_of_month_and_week_or_when_both_restricted() -> None:
+    got = preview(Cron(expr="0 12 13 * mon"), ms("2026-02-01T00:00:00+00:00"), 4)
+    assert [datetime.fromtimestamp(g / 1000, UTC).date().isoformat() for g in got] == [
+        "2026-02-02", "2026-02-09", "2026-02-13", "2026-02-16"]  # the 13th is a Friday
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Australia/Lord_Howe", "Antarctica/Troll"])
+def test_elapsed_cron_matches_a_minute_by_minute_reference_across_transitions(zone: str) -> None:
+    # Local 01:00-03:59 every 20 minutes, through the skipped and the repeated hours of
+    # 2026 (Lord Howe shifts by 30 minutes, Troll by 2 hours).
+    tz = ZoneInfo(zone)
+    sched = Cron(expr="*/20 1-3 * * *", tz=zone)
+    changes = [s * 1000 for s in range(1767225600, 1798761600, 3600)
+               if datetime.fromtimestamp(s, tz).utcoffset()
+               != datetime.fromtimestamp(s + 3600, tz).utcoffset()]
+    assert len(changes) == 2
+    for change in changes:
+        lo, hi = change - 6 * 3_600_000, change + 6 * 3_600_000
+        want = [m * 60_000 for m in range(lo // 60_000 + 1, hi // 60_000)
+                if (local := datetime.fromtimestamp(m * 60, tz)).hour in (1, 2, 3)
+                and local.minute % 20 == 0]
+        got = [f for f in preview(sched, lo + 1, len(want) + 1) if f < hi]
+        assert got == want

@@ -1,0 +1,79 @@
+"""Next-fire cost around DST transitions: microseconds per ``next_fire`` call.
+
+For each zone and cron, walks consecutive fires through a window around every offset
+change of the chosen years (where the walk has to cross or re-enter a local hour), and
+reports the worst and mean cost of one call, in CPU time of the calling thread (wall time
+on a shared host mostly measures preemption). One-time costs are reported apart, as
+``cold``: the first call for a cron expression parses it (cached per expression and zone),
+the first call in a zone and year finds that year's offset changes (cached too).
+
+    python -m load.timing_bench --years 2025 2026 --window-h 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from zoneinfo import ZoneInfo
+
+from rsched.models import Cron
+from rsched.timing import _year_transitions, next_fire
+
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago",
+         "Pacific/Chatham", "Antarctica/Troll"]
+EXPRS = ["*/10 * * * * *", "* * * * *", "*/15 * * * *", "0 * * * *", "30 2 * * *",
+         "0 0,30 2 * * *"]
+
+
+def cold_us(zone: str, year: int) -> tuple[float, float]:
+    """CPU µs of a first call in a zone and year, and of a first call of a new cron."""
+    start = _transitions(zone, year)[0] - 3_600_000
+    _year_transitions.cache_clear()
+    t0 = time.thread_time_ns()
+    next_fire(Cron(expr="0 * * * *", tz=zone), start)
+    t1 = time.thread_time_ns()
+    next_fire(Cron(expr=f"{year % 60} 1 * * *", tz=zone), start)
+    return (t1 - t0) / 1000, (time.thread_time_ns() - t1) / 1000
+
+
+def _transitions(zone: str, year: int) -> list[int]:
+    return [t for t, _, _ in _year_transitions(ZoneInfo(zone), year)]
+
+
+def walk(sched: Cron, start_ms: int, end_ms: int) -> list[float]:
+    """Per-call cost (µs) of following the fires from start_ms to end_ms."""
+    costs: list[float] = []
+    at: int | None = start_ms
+    while at is not None and at < end_ms:
+        t0 = time.thread_time_ns()
+        at = next_fire(sched, at)
+        costs.append((time.thread_time_ns() - t0) / 1000)
+    return costs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--years", type=int, nargs="+", default=[2026])
+    ap.add_argument("--window-h", type=float, default=3.0, help="hours each side of a change")
+    args = ap.parse_args()
+    window = int(args.window_h * 3_600_000)
+    print(f"{'zone':22} {'cron':16} {'calls':>7} {'worst µs':>9} {'mean µs':>8}  (CPU)")
+    worst_all, total, calls = 0.0, 0.0, 0
+    for zone in ZONES:
+        for expr in EXPRS:
+            sched = Cron(expr=expr, tz=zone)
+            next_fire(sched, 0)  # parse once, as the scheduler does
+            costs = [c for y in args.years for t in _transitions(zone, y)
+                     for c in walk(sched, t - window, t + window)]
+            worst_all, total, calls = max(worst_all, *costs), total + sum(costs), calls + len(costs)
+            print(f"{zone:22} {expr:16} {len(costs):7} {max(costs):9.0f} "
+                  f"{sum(costs) / len(costs):8.1f}")
+    print(f"all: {calls} calls, worst {worst_all:.0f} µs, mean {total / calls:.1f} µs")
+    colds = [cold_us(zone, y) for zone in ZONES for y in args.years]
+    for i, what in enumerate(("first call in a zone and year", "first call of a new cron")):
+        got = [c[i] for c in colds]
+        print(f"cold, {what}: worst {max(got):.0f} µs, mean {sum(got) / len(got):.0f} µs")
+
+
+if __name__ == "__main__":
+    main()
