@@ -362,6 +362,40 @@ async def test_a_batch_holds_at_most_batch_events(make_engine: Any, clock: FakeC
     assert await unarchived(engine) == 0
 
 
+async def test_a_run_in_flight_is_held_back_until_it_ends_or_flush_s_passes(
+        make_engine: Any, clock: FakeClock, make_archiver: Any, db: Any) -> None:
+    """A full batch holds back runs not ended yet (their events unacked) so that a run
+    whose events span batches is written once, ended; one that does not end within
+    flush_s is written as it stands."""
+    engine = await make_engine(shards=1)
+    reg = outcomes_registry()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    a = make_archiver(engine, batch=1, flush_s=0.5)  # every event fills a batch
+    await a.start()
+    ends = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"}, schedule=Immediate()))
+    await system.fire_until_idle(s)  # job created, run queued
+
+    async def archived(run_job: str) -> Any:
+        for _ in range(20):  # a full batch commits in the background: tick it home
+            await a.tick(block_ms=None)
+            await asyncio.sleep(0.01)
+        return await (await db.execute("SELECT status FROM runs WHERE job_id = %s",
+                                       (run_job,))).fetchall()
+
+    assert await archived(ends) == [] and await unarchived(engine) > 0, "held, unacked"
+    await w.start()
+    await w.tick(block_ms=None)
+    await w.drain()  # running, succeeded: the row is written once, ended
+    assert await archived(ends) == [("succeeded",)] and await unarchived(engine) == 0
+    waits = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"}, queue="none",
+                                    schedule=Immediate()))
+    await system.fire_until_idle(s)  # queued on a queue no worker reads
+    assert await archived(waits) == [] and await unarchived(engine) > 0
+    await asyncio.sleep(0.5)
+    assert await archived(waits) == [("queued",)] and await unarchived(engine) == 0
+
+
 async def test_lag_is_the_age_of_the_oldest_unarchived_event(redis: Any, prefix: str,
                                                              make_archiver: Any) -> None:
     from rsched.clock import RedisClock
