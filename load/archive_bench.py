@@ -188,7 +188,7 @@ async def bench(runs: int, batch: int, archivers: int = 1, shape: str = "runs",
         conn = await pg.connect(pg_server.dsn)
         rows = (await (await conn.execute("SELECT count(*) FROM runs")).fetchone() or (0,))[0]
         await asyncio.sleep(1)  # backends flush their table statistics when idle
-        writes = await (await conn.execute(
+        writes: tuple[Any, ...] = await (await conn.execute(
             "SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0)"
             " FROM pg_stat_user_tables WHERE relname LIKE 'runs%'")).fetchone() or (0, 0)
         await conn.close()

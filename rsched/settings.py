@@ -56,7 +56,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class ArchiverSettings(msgspec.Struct, frozen=True, kw_only=True):
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    batch: int = 2000  # events per commit
+    batch: int = 10_000  # new events per commit (docs/archive.md: batches)
     flush_s: float = 0.5  # commit at least this often when events wait
     retention_days: int = 30  # runs partitions older than this are dropped
     claim_idle_s: float = 30.0  # events unacked this long by a dead archiver are taken over
