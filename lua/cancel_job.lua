@@ -26,13 +26,13 @@ redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'job', 'j'
   'st', 'cancelled')
 if j[2] then
   local rkey = run_prefix .. j[2]
-  local r = redis.call('HMGET', rkey, 'st', 'slot')
+  local r = redis.call('HMGET', rkey, 'st', 'slot', 'att')
   local st = r[1]
   if st == 'queued' or st == 'retrying' then
     redis.call('ZREM', due, 'r:' .. j[2])
     redis.call('HSET', rkey, 'st', 'cancelled', 'end', now)
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', j[2],
-      'j', id, 'st', 'cancelled', 'end', now, 'slot', r[2])
+      'j', id, 'st', 'cancelled', 'att', r[3], 'end', now, 'slot', r[2])
   elseif st == 'running' then
     redis.call('HSET', rkey, 'cancel', 1)
     redis.call('PUBLISH', channel, j[2])

@@ -29,8 +29,9 @@ local n = tonumber(att)
 if retry_at >= 0 and n < tonumber(r[3]) then
   redis.call('HSET', rkey, 'st', 'retrying', 'att', n + 1, 'err', err, 'end', now)
   redis.call('ZADD', due, retry_at, 'r:' .. run_id)
+  -- the event's attempt is the hash's (lua/README.md): the one to run next
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
-    'j', r[5], 'st', 'retrying', 'att', att, 'err', err, 'end', now, 'retry', retry_at,
+    'j', r[5], 'st', 'retrying', 'att', n + 1, 'err', err, 'end', now, 'retry', retry_at,
     'slot', r[7])
   return 1
 end

@@ -106,7 +106,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class ArchiverSettings(msgspec.Struct, frozen=True, kw_only=True):
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    batch: Count = 2000  # events per commit
+    batch: Count = 10_000  # new events per commit (docs/archive.md: batches)
     flush_s: Annotated[float, Meta(ge=0, le=3600)] = 0.5  # commit this often when events wait
     # runs partitions older than this many days are dropped (0 or less would drop today's)
     retention_days: Annotated[int, Meta(ge=1, le=36_600)] = 30

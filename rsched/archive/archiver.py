@@ -99,29 +99,33 @@ class Archiver:
             batch, self._failed = self._failed, None
             report += await self._commit(batch)
         urgent = False
-        room = self.cfg.batch - len(self.batch)
+        room = self.cfg.batch - (len(self.batch) - self.batch.held)
         if room > 0:
             # COUNT is per stream: split the room so a batch stays near cfg.batch events
             per_stream = max(1, -(-room // self.engine.shards))
             events, urgent = await self._read(per_stream, block_ms)
             await self._fold(events)
-        full = len(self.batch) >= self.cfg.batch
-        aged = time.monotonic() - self.batch.started >= self.cfg.flush_s
+        full = len(self.batch) - self.batch.held >= self.cfg.batch
+        now = time.monotonic()
+        aged = now - self.batch.started >= self.cfg.flush_s
         if self.batch.events and (flush or full or aged or urgent):
             report += await self._reap(wait=True)  # one commit at a time per connection
-            batch, self.batch = self.batch, Batch()
+            batch = self.batch
             if flush or urgent:  # urgent: a re-read would return these unacked ones again
+                self.batch = Batch()
                 report += await self._commit(batch)
-            else:
-                self._inflight = asyncio.create_task(self._commit(batch))
+            else:  # runs still in flight wait (up to flush_s) for their ending's event
+                self.batch = batch.hold_back(now - self.cfg.flush_s, self.cfg.batch)
+                if batch.events:
+                    self._inflight = asyncio.create_task(self._commit(batch))
         return report
 
     async def _fold(self, events: list[Event]) -> None:
         """Add events to the batch, yielding to the event loop every few hundred so the
         background commit's next round trip is not held up (that is the overlap)."""
-        add = self.batch.add
+        add, now = self.batch.add, time.monotonic()
         for i, event in enumerate(events):
-            add(event)
+            add(event, now)
             if i % 500 == 499 and self._inflight is not None:
                 await asyncio.sleep(0)
 

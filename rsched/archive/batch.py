@@ -45,19 +45,27 @@ def _tsv(raw: bytes | None) -> bytes:
     return raw
 
 
+ENDED = frozenset((b"succeeded", b"failed", b"dead", b"cancelled", b"timed_out"))
+
+
 class RunRow:
     """One run folded from its events: the newest event's fields win, an older event only
-    fills fields still missing."""
+    fills fields still missing. Keeps its events (to hold them back together) and when
+    the first of them was read."""
 
-    __slots__ = ("ev", "fields", "manual")
+    __slots__ = ("ev", "events", "fields", "manual", "read_at")
 
-    def __init__(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
+    def __init__(self, ev: tuple[int, int], f: dict[bytes, bytes], event: Event,
+                 read_at: float) -> None:
         _ = f[b"j"], f[b"st"]  # required (KeyError: a malformed event, rejected)
         self.ev = ev
         self.fields = f.copy()
         self.manual = f.get(b"why") == b"run_now"
+        self.events = [event]
+        self.read_at = read_at
 
-    def apply(self, ev: tuple[int, int], f: dict[bytes, bytes]) -> None:
+    def apply(self, ev: tuple[int, int], f: dict[bytes, bytes], event: Event) -> None:
+        self.events.append(event)
         if ev > self.ev:
             self.ev = ev
             self.fields.update(f)
@@ -92,12 +100,13 @@ class Batch:
     skips: list[tuple[str, int, str, int, int, int, int]] = field(default_factory=list)
     rejected: list[tuple[int, str, str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    held: int = 0  # events held back from the previous batch (hold_back)
 
     @property
     def ids(self) -> list[tuple[int, str]]:
         return [(shard, eid) for shard, eid, _ in self.events]
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event, read_at: float = 0.0) -> None:
         self.events.append(event)
         _, eid, f = event
         try:
@@ -107,9 +116,9 @@ class Batch:
                 if b"slot" in f:  # every run event names its slot (the partition key)
                     row = self.runs.get(f[b"r"])
                     if row is None:
-                        self.runs[f[b"r"]] = RunRow(ev, f)
+                        self.runs[f[b"r"]] = RunRow(ev, f, event, read_at)
                     else:
-                        row.apply(ev, f)
+                        row.apply(ev, f, event)
             else:
                 self._other(ev, f)
         except (KeyError, ValueError) as exc:  # a malformed event must not stop the archive
@@ -146,6 +155,26 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.events)
+
+    def hold_back(self, since: float, limit: int) -> Batch:
+        """Move the runs not ended yet whose first event was read at or after ``since``,
+        with all their events, to a new batch (up to ``limit`` events), and return it.
+        Their events stay unacked until that batch commits, so a run whose events span
+        batches (queued, running, then ended a few hundred events later in its stream) is
+        mostly written once, ended, instead of inserted and then updated twice."""
+        nxt = Batch()
+        for run_id, row in self.runs.items():
+            if (row.read_at >= since and row.fields[b"st"] not in ENDED
+                    and nxt.held + len(row.events) <= limit):
+                nxt.runs[run_id] = row
+                nxt.events += row.events
+                nxt.held += len(row.events)
+        if nxt.held:
+            for run_id in nxt.runs:
+                del self.runs[run_id]
+            moved = {id(e) for e in nxt.events}
+            self.events = [e for e in self.events if id(e) not in moved]
+        return nxt
 
 
 STAGE = """

@@ -69,7 +69,8 @@ async def rebuild(engine: Engine, conn: psycopg.AsyncConnection[Any],
         log.warning("rebuild: job %s has no archived definition; not restored", job_id)
     cur = await conn.execute(UNFINISHED)
     for run_id, queue, tenant, status, attempt, max_att, slot_ms in await cur.fetchall():
-        # a running attempt may have had effects: the re-run counts as the next attempt
+        # events carry the hash's attempt (lua/README.md): a queued or retrying row names
+        # the attempt not yet run; a running attempt may have had effects, so it counts
         att = attempt + 1 if status == "running" else attempt
         if await engine.feed.restore_run(run_id, queue=queue, tenant=tenant, attempt=att,
                                     max_att=max(max_att, att), slot_ms=slot_ms,

@@ -141,6 +141,42 @@ async def test_replayed_events_never_duplicate_or_regress_rows(make_engine: Any,
     assert (state, task) == ("active", "mixed")
 
 
+async def test_a_run_cancelled_while_waiting_for_its_retry_keeps_redis_attempt(
+        make_engine: Any, clock: FakeClock, make_archiver: Any, db: Any) -> None:
+    """Every run event carries the run's attempt as Redis holds it after the transition
+    (lua/README.md): a retrying run's row says the attempt to run next, and a cancel of
+    that run, archived in a later batch or in the same one, keeps it."""
+    engine = await make_engine(shards=2)
+    reg = outcomes_registry()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    retry = RetryPolicy(max_attempts=3, backoff_s=600, jitter=0)
+    later, same = [await c.schedule(JobDef(task="mixed", kwargs={"kind": "fail"},
+                                           schedule=Immediate(), retry=retry))
+                   for _ in range(2)]
+    await system.fire_until_idle(s)
+    await w.tick(block_ms=None)
+    await w.drain()  # attempt 1 failed: both runs wait for attempt 2
+    await c.cancel(same)  # its retrying and cancelled events go in one batch
+    a = make_archiver(engine)
+    await a.start()
+    await drain(a)
+    [retrying] = await engine.query.job_runs(later)
+    row = await (await db.execute("SELECT status, attempt FROM runs WHERE job_id = %s",
+                                  (later,))).fetchone()
+    assert (retrying.status.value, retrying.attempt) == ("retrying", 2)
+    assert row == ("retrying", 2), "the retrying row names the attempt Redis will run"
+    await c.cancel(later)  # its cancelled event goes in a batch of its own
+    await drain(a)
+    for job in (later, same):
+        [run] = await engine.query.job_runs(job)
+        row = await (await db.execute("SELECT status, attempt FROM runs WHERE job_id = %s",
+                                      (job,))).fetchone()
+        assert (run.status.value, run.attempt) == ("cancelled", 2)
+        assert row == ("cancelled", run.attempt), job
+
+
 async def test_job_versions_and_states_are_kept(make_engine: Any, clock: FakeClock,
                                                make_archiver: Any, db: Any) -> None:
     engine = await make_engine(shards=2)
@@ -325,6 +361,40 @@ async def test_a_batch_holds_at_most_batch_events(make_engine: Any, clock: FakeC
         sizes.append(report.events)
     assert max(sizes) <= 50 and sum(sizes) >= 220
     assert await unarchived(engine) == 0
+
+
+async def test_a_run_in_flight_is_held_back_until_it_ends_or_flush_s_passes(
+        make_engine: Any, clock: FakeClock, make_archiver: Any, db: Any) -> None:
+    """A full batch holds back runs not ended yet (their events unacked) so that a run
+    whose events span batches is written once, ended; one that does not end within
+    flush_s is written as it stands."""
+    engine = await make_engine(shards=1)
+    reg = outcomes_registry()
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    w = system.worker(engine, clock, reg)
+    a = make_archiver(engine, batch=1, flush_s=0.5)  # every event fills a batch
+    await a.start()
+    ends = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"}, schedule=Immediate()))
+    await system.fire_until_idle(s)  # job created, run queued
+
+    async def archived(run_job: str) -> Any:
+        for _ in range(20):  # a full batch commits in the background: tick it home
+            await a.tick(block_ms=None)
+            await asyncio.sleep(0.01)
+        return await (await db.execute("SELECT status FROM runs WHERE job_id = %s",
+                                       (run_job,))).fetchall()
+
+    assert await archived(ends) == [] and await unarchived(engine) > 0, "held, unacked"
+    await w.start()
+    await w.tick(block_ms=None)
+    await w.drain()  # running, succeeded: the row is written once, ended
+    assert await archived(ends) == [("succeeded",)] and await unarchived(engine) == 0
+    waits = await c.schedule(JobDef(task="mixed", kwargs={"kind": "ok"}, queue="none",
+                                    schedule=Immediate()))
+    await system.fire_until_idle(s)  # queued on a queue no worker reads
+    assert await archived(waits) == [] and await unarchived(engine) > 0
+    await asyncio.sleep(0.5)
+    assert await archived(waits) == [("queued",)] and await unarchived(engine) == 0
 
 
 async def test_lag_is_the_age_of_the_oldest_unarchived_event(redis: Any, prefix: str,

@@ -120,8 +120,10 @@ async def test_flushall_then_rebuild_restores_every_job_without_refiring(
     assert [r.id for r in runs] == [f"{every}:4"], "next run number, next slot"
     assert runs[0].slot_ms == before[every].next_ms
     [retry_run] = await c.runs(retrying)
-    assert retry_run.id == f"{retrying}:1" and retry_run.attempt == 2
-    assert retry_run.status is RunStatus.RETRYING  # failed again, attempt 2 of 3
+    # attempt 1 failed before the rebuild: the re-queued run is attempt 2, which fails
+    # too and waits for attempt 3 (the last): no attempt runs twice
+    assert retry_run.id == f"{retrying}:1" and retry_run.attempt == 3
+    assert retry_run.status is RunStatus.RETRYING
     assert fired == 2  # the every-job's next slot and the re-queued retry; nothing else
     assert msgspec.to_builtins(await c.runs(paused)) == []
 
