@@ -8,11 +8,31 @@ scripts in engine.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import msgspec
 
 from rsched import codec
 from rsched.engine.core import Core
 from rsched.engine.types import job_of_run, opt_int, parse_run, text
 from rsched.models import DeadLetter, Job, JobState, Overlap, Run, RunStatus, Status
+
+_labels = msgspec.json.Decoder(dict[str, str])
+
+
+def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
+    h = {text(k): v for k, v in raw.items()}
+    last_run = text(h["cur"]) if h.get("cur") else None
+    return Job(
+        id=job_id, state=JobState(text(h["state"])), version=int(h["ver"]),
+        queue=text(h["queue"]), tenant=text(h["tenant"]), spec=codec.decode_spec(h["spec"]),
+        trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(text(h["overlap"])),
+        next_ms=opt_int(h.get("next")), last_slot_ms=opt_int(h.get("last")),
+        runs=int(h.get("runs", 0)), last_run_id=last_run,
+        name=text(h["name"]) if h.get("name") else None,
+        labels=_labels.decode(h["labels"]) if h.get("labels") else {},
+        created_ms=opt_int(h.get("created")),
+    )
 
 
 class Queries:
@@ -24,17 +44,16 @@ class Queries:
 
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(self.core.keys_for(job_id).job(job_id))
-        if not raw:
-            return None
-        h = {text(k): v for k, v in raw.items()}
-        last_run = text(h["cur"]) if h.get("cur") else None
-        return Job(
-            id=job_id, state=JobState(text(h["state"])), version=int(h["ver"]),
-            queue=text(h["queue"]), tenant=text(h["tenant"]), spec=codec.decode_spec(h["spec"]),
-            trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(text(h["overlap"])),
-            next_ms=opt_int(h.get("next")), last_slot_ms=opt_int(h.get("last")),
-            runs=int(h.get("runs", 0)), last_run_id=last_run,
-        )
+        return parse_job(job_id, raw) if raw else None
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Several jobs in one pipelined round trip; None where a job is gone."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.core.keys_for(job_id).job(job_id))
+        rows = await pipe.execute()
+        return [parse_job(j, raw) if raw else None
+                for j, raw in zip(job_ids, rows, strict=True)]
 
     async def list_jobs(self, shard: int, *, after: str = "", limit: int = 100) -> list[str]:
         """Job ids of one shard in creation order, starting after job id ``after``."""
@@ -50,10 +69,13 @@ class Queries:
         raw = await self.redis.hgetall(k.run(run_id))
         return parse_run(run_id, raw) if raw else None
 
-    async def job_runs(self, job_id: str, limit: int = 20) -> list[Run]:
-        """The job's most recent runs still held in Redis (newest first)."""
+    async def job_runs(self, job_id: str, limit: int = 20, *, top: int | None = None
+                       ) -> list[Run]:
+        """The job's most recent runs still held in Redis (newest first); with ``top``,
+        from run number ``top`` down."""
         k = self.core.keys_for(job_id)
-        total = int(await self.redis.hget(k.job(job_id), "runs") or 0)
+        total = top if top is not None else int(await self.redis.hget(k.job(job_id), "runs")
+                                                or 0)
         ids = [f"{job_id}:{n}" for n in range(total, max(0, total - limit), -1)]
         pipe = self.redis.pipeline(transaction=False)
         for rid in ids:
