@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 _encoder = msgspec.json.Encoder()
 _AT = re.compile(r"at `\$\.?([^`]*)`")
+_NAMED = re.compile(r"(?:unknown|required) field `([^`]*)`")
 
 
 class ApiError(Exception):
@@ -66,8 +67,12 @@ STATUS: list[tuple[type[BaseException], int, str]] = [
 
 def field_of(message: str) -> str | None:
     """The JSON path msgspec names in a validation error (``$.retry.max_attempts``)."""
-    m = _AT.search(message)
-    return m.group(1) or None if m else None
+    at = _AT.search(message)
+    base = at.group(1) if at else ""
+    named = _NAMED.search(message)
+    if named:
+        return f"{base}.{named.group(1)}" if base else named.group(1)
+    return base or None
 
 
 def problem(exc: BaseException, instance: str | None = None) -> Response:
