@@ -33,8 +33,9 @@ def registry(gate: asyncio.Event) -> TaskRegistry:
     return reg
 
 
-async def work(api: Api, gate: asyncio.Event, *, drain: bool = True) -> Any:
-    w = system.worker(api.engine, FakeClock(), registry(gate))
+async def work(api: Api, gate: asyncio.Event, *, drain: bool = True,
+               queues: tuple[str, ...] = ("default",)) -> Any:
+    w = system.worker(api.engine, FakeClock(), registry(gate), queues=list(queues))
     await w.start()
     await w.tick(block_ms=None)
     if drain:
