@@ -162,9 +162,14 @@ class Client:
             version = current.version
         if job.name and job.name != current.name:
             await self._claim_name(job.tenant, job.name, job_id)
-        ver = await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
-                                                  next_ms=first_fire(job.schedule, now),
-                                                  expect_version=version)
+        try:
+            ver = await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
+                                                      next_ms=first_fire(job.schedule, now),
+                                                      expect_version=version)
+        except BaseException:
+            if job.name and job.name != current.name:
+                await self.engine.catalog.claim_name(job.tenant, job.name, job_id, None)
+            raise
         await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
         if current.name and current.name != job.name:
             await self.engine.catalog.claim_name(current.tenant, current.name, job_id, None)
