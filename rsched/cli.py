@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from rsched.client import Client
 from rsched.devservers import dev_stores
 from rsched.engine import Engine
 from rsched.errors import ArchiveError, ConfigError, RschedError, ValidationError
-from rsched.models import Cron, Every, RunStatus, Schedule
+from rsched.models import Cron, Every, Role, RunStatus, Schedule
 from rsched.roles import runner
 from rsched.settings import Settings
 from rsched.timing import validate_schedule
@@ -359,6 +360,74 @@ def jobs_history(job_id: str, redis_url: RedisUrl = None, dsn: Dsn = None,
 def dead(redis_url: RedisUrl = None, limit: Limit = 20) -> None:
     """List dead-lettered runs, newest first."""
     _print(_with_client(_settings(redis_url), lambda c: c.dead_letters(limit)))
+
+
+# -- API ------------------------------------------------------------------------------
+keys_app = typer.Typer(help="API keys of the REST API (each bound to a tenant and a role)",
+                       no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def api(redis_url: RedisUrl = None, host: str | None = None, port: int | None = None,
+        dev_mode: Annotated[bool, typer.Option(help="no API keys (never in production)")]
+        = False, log_level: str = "INFO") -> None:
+    """Serve the REST API (uvicorn, one process)."""
+    import uvicorn
+
+    s = _settings(redis_url, **{"api.host": host, "api.port": port,
+                                "api.dev_mode": True if dev_mode else None})
+    log.configure(log_level)
+    for name, value in (("redis.url", s.redis.url), ("api.dev_mode", s.api.dev_mode)):
+        os.environ[f"RSCHED_{name.upper().replace('.', '__')}"] = str(value)
+    # by import string: rsched never imports api (api imports rsched)
+    uvicorn.run("api.app:app_from_env", factory=True, host=s.api.host, port=s.api.port,
+                log_level=log_level.lower(), lifespan="on")
+
+
+@keys_app.command("create")
+def keys_create(tenant: str, role: Role = Role.WRITE, name: str = "",
+                redis_url: RedisUrl = None) -> None:
+    """Create a key; it is printed once and only its sha256 is stored."""
+
+    async def go(e: Engine) -> str:
+        key, token = await e.access.create_key(tenant, role, await e.clock().now_ms(), name)
+        return f"{token}\nkey id {key.id}, tenant {key.tenant}, role {key.role.value}" \
+               " (store the key now: it is not shown again)"
+
+    typer.echo(_with_engine(_settings(redis_url), go))
+
+
+@keys_app.command("list")
+def keys_list(redis_url: RedisUrl = None) -> None:
+    """List keys (id, tenant, role, created, revoked); never their secrets."""
+    for k in _with_engine(_settings(redis_url), lambda e: e.access.list_keys()):
+        revoked = f" revoked {_iso(k.revoked_ms)}" if k.revoked_ms else ""
+        typer.echo(f"{k.id}  tenant={k.tenant}  role={k.role.value}  created "
+                   f"{_iso(k.created_ms)}{revoked}  {k.name}".rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, redis_url: RedisUrl = None) -> None:
+    """Revoke a key by id (the API refuses it within api.key_cache_s)."""
+
+    async def go(e: Engine) -> bool:
+        return await e.access.revoke_key(key_id, await e.clock().now_ms())
+
+    if not _with_engine(_settings(redis_url), go):
+        _fail(f"no key {key_id!r}", 1)
+    typer.echo(f"revoked {key_id}")
+
+
+def _with_engine(settings: Settings, fn: Callable[[Engine], Awaitable[T]]) -> T:
+    async def go() -> T:
+        engine = await Engine.connect(settings)
+        try:
+            return await fn(engine)
+        finally:
+            await engine.close()
+
+    return _run(go())
 
 
 def main() -> None:

@@ -15,10 +15,17 @@ import msgspec
 from rsched.clock import Clock
 from rsched.codec import encode
 from rsched.engine import Engine
+from rsched.engine.catalog import index_member
 from rsched.errors import DuplicateJob, JobNotFound, ValidationError
 from rsched.limits import MAX_SPEC_BYTES
-from rsched.models import DeadLetter, Job, JobDef, Run, Schedule, Status
-from rsched.names import validate_job_id, validate_queue
+from rsched.models import DeadLetter, Job, JobDef, JobState, Run, Schedule, Status
+from rsched.names import (
+    validate_job_id,
+    validate_job_name,
+    validate_labels,
+    validate_queue,
+    validate_tenant,
+)
 from rsched.settings import Settings
 from rsched.tasks import TaskRegistry
 from rsched.timing import first_fire, preview, validate_schedule
@@ -70,16 +77,52 @@ class Client:
         if size > MAX_SPEC_BYTES:
             raise ValidationError(f"job {job.task!r}: args, kwargs and task name encode to"
                                   f" {size} bytes; at most {MAX_SPEC_BYTES} (1 MiB)")
+        validate_tenant(job.tenant)
+        if job.name is not None:
+            validate_job_name(job.name)
+        validate_labels(job.labels)
         validate_schedule(job.schedule, now_ms)
 
     async def schedule(self, job: JobDef) -> str:
-        """Create a job; returns its id. Raises DuplicateJob if the id exists."""
+        """Create a job; returns its id. Raises DuplicateJob if the id (or the job's name
+        in its tenant) exists."""
         now = await self.clock.now_ms()
         await self._validate(job, now)
         job_id = job.id or uuid.uuid4().hex
-        await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
-                                       next_ms=first_fire(job.schedule, now), expect_version=0)
+        if job.name:
+            await self._claim_name(job.tenant, job.name, job_id)
+        await self.engine.catalog.index_job(job.tenant, job_id, now, job.queue)
+        try:
+            await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
+                                                next_ms=first_fire(job.schedule, now),
+                                                expect_version=0)
+        except BaseException:
+            await self._undo_create(job, job_id, now)
+            raise
+        if job.name or job.labels:
+            await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
         return job_id
+
+    async def _undo_create(self, job: JobDef, job_id: str, now: int) -> None:
+        await self.engine.catalog.forget(job.tenant, [index_member(now, job_id)])
+        if job.name:
+            await self.engine.catalog.claim_name(job.tenant, job.name, job_id, None)
+
+    async def _claim_name(self, tenant: str, name: str, job_id: str) -> None:
+        """Take a tenant's job name for ``job_id``; a cancelled or vanished holder loses it."""
+        for _ in range(3):  # compare-and-set: retried only when the holder changed meanwhile
+            holder = await self.engine.catalog.name_holder(tenant, name)
+            if holder == job_id:
+                return
+            if holder is not None:
+                held = await self.engine.query.get_job(holder)
+                if held is not None and held.state is not JobState.CANCELLED \
+                        and held.name == name and held.tenant == tenant:
+                    raise DuplicateJob(f"job name {name!r} is taken by job {holder!r}",
+                                       script="claim_name", job_id=holder)
+            if await self.engine.catalog.claim_name(tenant, name, holder, job_id):
+                return
+        raise DuplicateJob(f"job name {name!r} is contended", script="claim_name")
 
     async def schedule_many(self, jobs: Sequence[JobDef], *, chunk: int = 1000) -> list[str]:
         """Create many jobs in pipelined round trips; returns their ids in order. Every job
@@ -91,10 +134,17 @@ class Client:
             self._check(job, now)
         self._warn_unknown({job.task for job in jobs}, await self._known_tasks())
         ids = [job.id or uuid.uuid4().hex for job in jobs]
+        await self._claim_names(jobs, ids)
+        for tenant in {job.tenant for job in jobs}:
+            await self.engine.catalog.index_many(tenant, now, [
+                (i, j.queue) for i, j in zip(ids, jobs, strict=True) if j.tenant == tenant])
         codes = await self.engine.jobs.schedule_many(
             [(job_id, job, first_fire(job.schedule, now)) for job_id, job in zip(ids, jobs,
                                                                                 strict=True)],
             now_ms=now, chunk=chunk)
+        await self.engine.catalog.set_meta([
+            (i, j.name, j.labels) for i, j, c in zip(ids, jobs, codes, strict=True)
+            if c > 0 and (j.name or j.labels)])
         dup = [job_id for job_id, code in zip(ids, codes, strict=True) if code == -4]
         if dup:
             raise DuplicateJob(f"schedule_many: {len(dup)} of {len(ids)} job ids already exist "
@@ -102,17 +152,42 @@ class Client:
                                script="schedule_job", job_id=dup[0])
         return ids
 
+    async def _claim_names(self, jobs: Sequence[JobDef], ids: Sequence[str]) -> None:
+        named = [(j.tenant, j.name, i) for j, i in zip(jobs, ids, strict=True) if j.name]
+        if len({(t, n) for t, n, _ in named}) != len(named):
+            raise ValidationError("name: the same job name twice in one batch")
+        done: list[tuple[str, str, str]] = []
+        try:
+            for tenant, name, job_id in named:
+                await self._claim_name(tenant, name, job_id)
+                done.append((tenant, name, job_id))
+        except BaseException:
+            for tenant, name, job_id in done:
+                await self.engine.catalog.claim_name(tenant, name, job_id, None)
+            raise
+
     async def update(self, job_id: str, job: JobDef, version: int | None = None) -> int:
         """Replace a job's definition; with ``version``, only if it is still that version.
         The new schedule takes effect at once. Returns the new version."""
         now = await self.clock.now_ms()
         await self._validate(job, now)
+        current = await self.get(job_id)
         if version is None:
-            current = await self.get(job_id)
             version = current.version
-        return await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
-                                              next_ms=first_fire(job.schedule, now),
-                                              expect_version=version)
+        if job.name and job.name != current.name:
+            await self._claim_name(job.tenant, job.name, job_id)
+        try:
+            ver = await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
+                                                      next_ms=first_fire(job.schedule, now),
+                                                      expect_version=version)
+        except BaseException:
+            if job.name and job.name != current.name:
+                await self.engine.catalog.claim_name(job.tenant, job.name, job_id, None)
+            raise
+        await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
+        if current.name and current.name != job.name:
+            await self.engine.catalog.claim_name(current.tenant, current.name, job_id, None)
+        return ver
 
     async def get(self, job_id: str) -> Job:
         job = await self.engine.query.get_job(job_id)

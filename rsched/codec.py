@@ -22,7 +22,7 @@ _json = msgspec.json.Encoder()
 def encode(obj: Any) -> bytes:
     try:
         return _enc.encode(obj)
-    except (TypeError, msgspec.EncodeError) as exc:
+    except (TypeError, OverflowError, msgspec.EncodeError) as exc:
         raise SerializationError(f"cannot encode {type(obj).__name__}: {exc}") from exc
 
 

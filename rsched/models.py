@@ -115,6 +115,8 @@ class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     grace_s: DurationS = 60.0
     catch_up_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
     overlap: Overlap = Overlap.ALLOW
+    name: str | None = None  # unique within the tenant while the job is not cancelled
+    labels: dict[str, str] = {}
 
     def spec(self) -> JobSpec:
         return JobSpec(task=self.task, args=self.args, kwargs=self.kwargs,
@@ -164,6 +166,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     last_slot_ms: int | None
     runs: int
     last_run_id: str | None
+    name: str | None = None
+    labels: dict[str, str] = {}
+    created_ms: int | None = None
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
@@ -204,3 +209,27 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
     archive_lag_ms: int  # age of the oldest event no archiver has committed; 0: none
     workers: dict[str, int]  # worker id -> ms since its last heartbeat
     schedulers: dict[str, int]  # scheduler id -> ms since its last heartbeat
+
+
+class Role(StrEnum):
+    """What an API key may do; each role includes the ones before it."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        order = (Role.READ, Role.WRITE, Role.ADMIN)
+        return order.index(self) >= order.index(needed)
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An API key as stored: only the sha256 of its secret, never the secret."""
+
+    id: str
+    tenant: str
+    role: Role
+    sha256: str
+    created_ms: int
+    name: str = ""
+    revoked_ms: int | None = None

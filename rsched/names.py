@@ -24,3 +24,33 @@ def validate_job_id(job_id: str) -> str:
     if not JOB_ID.match(job_id):
         raise ValidationError(f"invalid job id {job_id!r}: use 1-128 of [A-Za-z0-9_.-]")
     return job_id
+
+
+TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
+MAX_LABELS = 32
+
+
+def validate_tenant(tenant: str) -> str:
+    if not TENANT.match(tenant):
+        raise ValidationError(f"invalid tenant {tenant!r}: use 1-64 of [A-Za-z0-9_.-]")
+    return tenant
+
+
+def validate_job_name(name: str) -> str:
+    if not JOB_NAME.match(name):
+        raise ValidationError(f"invalid job name {name!r}: use 1-128 of [A-Za-z0-9_.:/@-],"
+                              " starting with a letter or digit")
+    return name
+
+
+def validate_labels(labels: dict[str, str]) -> dict[str, str]:
+    if len(labels) > MAX_LABELS:
+        raise ValidationError(f"labels: at most {MAX_LABELS}")
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key):
+            raise ValidationError(f"invalid label key {key!r}: use 1-63 of [A-Za-z0-9_./-]")
+        if len(value) > 256:
+            raise ValidationError(f"label {key!r}: value longer than 256 characters")
+    return labels

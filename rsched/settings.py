@@ -118,7 +118,14 @@ class ArchiverSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     host: Annotated[str, Meta(min_length=1, max_length=255)] = "127.0.0.1"
-    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    dev_mode: bool = False  # no API keys: every request is tenant "default", role admin
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = 4 << 20  # else 413
+    rate_per_s: Annotated[float, Meta(gt=0, le=1e6)] = 200.0  # token refill per API key
+    burst: Annotated[int, Meta(ge=1, le=1_000_000)] = 400  # bucket size per API key
+    key_cache_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 5.0  # revocation delay bound
+    idempotency_ttl_s: Seconds = 86400.0  # replay window
+    history: bool = True  # older runs from the archive (archiver.dsn) when it is reachable
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

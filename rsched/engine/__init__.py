@@ -8,13 +8,17 @@ Nothing outside this package holds a Redis connection, formats a key or runs a s
 - ``engine.runs``     the workers' transitions (start, complete, fail, reclaim) - runs.py
 - ``engine.query``    read-only lookups of jobs, runs, dead letters, counts - queries.py
 - ``engine.feed``     events out to the archive, restores back in - archive_feed.py
+- ``engine.access``   API keys, rate-limit buckets, idempotent replays - access.py
+- ``engine.catalog``  tenants' job index, names, labels, queues, dead letters - catalog.py
 
 Method names match their Lua script (``lua/<name>.lua``) where there is one.
 """
 
 from __future__ import annotations
 
+from rsched.engine.access import Access
 from rsched.engine.archive_feed import ArchiveFeed
+from rsched.engine.catalog import Catalog
 from rsched.engine.connection import RedisClock, connect_redis
 from rsched.engine.core import Core
 from rsched.engine.firing import Firing
@@ -37,6 +41,8 @@ class Engine:
         self.runs = Runs(self.core)
         self.query = Queries(self.core)
         self.feed = ArchiveFeed(self.core)
+        self.access = Access(self.core)
+        self.catalog = Catalog(self.core)
 
     @classmethod
     async def connect(cls, settings: Settings) -> Engine:

@@ -119,3 +119,45 @@ class ShardKeys:
     def fence(self) -> str:  # STRING  counter bumped on every lease take-over (fencing token)
         return f"{self.tag}:fence"
 
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """Keys of one tenant (the REST API's isolation unit); all share the tag ``{t:<tenant>}``,
+    so the scripts that touch them (claim_name) stay in one slot."""
+
+    prefix: str
+    tenant: str
+
+    @cached_property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{t:{self.tenant}}}"
+
+    @cached_property
+    def jobs(self) -> str:  # ZSET  "<created ms, 13 digits>:<job id>", score 0 (lex order)
+        return f"{self.tag}:jobs"
+
+    @cached_property
+    def names(self) -> str:  # HASH  unique job name -> job id
+        return f"{self.tag}:names"
+
+    @cached_property
+    def queues(self) -> str:  # SET   queue names this tenant's jobs use
+        return f"{self.tag}:queues"
+
+    def idempotency(self, key_id: str, idem_key: str) -> str:  # STRING  stored response
+        return f"{self.tag}:idem:{key_id}:{idem_key}"
+
+
+@dataclass(frozen=True)
+class AccessKeys:
+    """Keys of API access control; single-key commands and single-key scripts only."""
+
+    prefix: str
+
+    @property
+    def api_keys(self) -> str:  # HASH  key id -> ApiKey record (JSON; sha256 of the secret)
+        return f"{self.prefix}:apikeys"
+
+    def bucket(self, key_id: str) -> str:  # HASH  tokens, ts_ms: token bucket of one API key
+        return f"{self.prefix}:{{k:{key_id}}}:bucket"

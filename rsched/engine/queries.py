@@ -8,6 +8,7 @@ scripts in engine.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -16,6 +17,20 @@ from rsched.engine.core import Core
 from rsched.engine.schema import DEAD_LETTER, JOB
 from rsched.engine.types import job_of_run, parse_run, text
 from rsched.models import DeadLetter, Job, JobState, Overlap, Run, Status
+
+_labels = msgspec.json.Decoder(dict[str, str])
+
+
+def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
+    h = JOB.decode(raw)
+    return Job(
+        id=job_id, state=JobState(h["state"]), version=h["version"], queue=h["queue"],
+        tenant=h["tenant"], spec=codec.decode_spec(h["spec"]),
+        trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(h["overlap"]),
+        next_ms=h.get("next_ms"), last_slot_ms=h.get("last_slot_ms"), runs=h.get("runs", 0),
+        last_run_id=h.get("last_run_id"), name=h.get("name"),
+        labels=_labels.decode(h["labels"]) if "labels" in h else {},
+        created_ms=h.get("created_ms"))
 
 
 class Queries:
@@ -27,15 +42,16 @@ class Queries:
 
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(self.core.keys_for(job_id).job(job_id))
-        if not raw:
-            return None
-        h = JOB.decode(raw)
-        return Job(
-            id=job_id, state=JobState(h["state"]), version=h["version"], queue=h["queue"],
-            tenant=h["tenant"], spec=codec.decode_spec(h["spec"]),
-            trigger=codec.decode_trigger(h["sched"]), overlap=Overlap(h["overlap"]),
-            next_ms=h.get("next_ms"), last_slot_ms=h.get("last_slot_ms"), runs=h.get("runs", 0),
-            last_run_id=h.get("last_run_id"))
+        return parse_job(job_id, raw) if raw else None
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Several jobs in one pipelined round trip; None where a job is gone."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.core.keys_for(job_id).job(job_id))
+        rows = await pipe.execute()
+        return [parse_job(j, raw) if raw else None
+                for j, raw in zip(job_ids, rows, strict=True)]
 
     async def list_jobs(self, shard: int, *, after: str = "", limit: int = 100) -> list[str]:
         """Job ids of one shard in creation order, starting after job id ``after``."""
@@ -51,10 +67,13 @@ class Queries:
         raw = await self.redis.hgetall(k.run(run_id))
         return parse_run(run_id, raw) if raw else None
 
-    async def job_runs(self, job_id: str, limit: int = 20) -> list[Run]:
-        """The job's most recent runs still held in Redis (newest first)."""
+    async def job_runs(self, job_id: str, limit: int = 20, *, top: int | None = None
+                       ) -> list[Run]:
+        """The job's most recent runs still held in Redis (newest first); with ``top``,
+        from run number ``top`` down."""
         k = self.core.keys_for(job_id)
-        total = int(await self.redis.hget(k.job(job_id), "runs") or 0)
+        total = top if top is not None else int(await self.redis.hget(k.job(job_id), "runs")
+                                                or 0)
         ids = [f"{job_id}:{n}" for n in range(total, max(0, total - limit), -1)]
         pipe = self.redis.pipeline(transaction=False)
         for rid in ids:

@@ -102,6 +102,8 @@ JOB = Record("job hash <job_prefix><job id>", [
       "fire_due, run_now, restore_job"),
     F("cur", "last_run_id", str, "the latest run's id (overlap checks)", "fire_due, run_now"),
     F("last", "last_slot_ms", int, "the latest fired slot (epoch ms)", "fire_due, restore_job"),
+    F("name", "name", str, "unique name within its tenant (optional)", "client (HSET)"),
+    F("labels", "labels", bytes, "msgspec dict[str, str] blob (optional)", "client (HSET)"),
 ])
 
 RUN = Record("run hash <run_prefix><run id>", [
@@ -176,4 +178,9 @@ DEAD_LETTER = Record("dead-letter stream entry <tag>:dead", [
     F("t", "at_ms", int, "when it was dead-lettered", "fail_run, reclaim_runs"),
 ], legacy={"a": "attempt", "e": "error"})
 
-RECORDS = (JOB, RUN, QUEUE_ENTRY, EVENT, DEAD_LETTER)
+RATE_BUCKET = Record("API key token bucket <prefix>:{k:<key id>}:bucket", [
+    F("tokens", "tokens", str, "tokens left (a float as text)", "take_token"),
+    F("ts", "refilled_ms", int, "last refill (epoch ms)", "take_token"),
+])
+
+RECORDS = (JOB, RUN, QUEUE_ENTRY, EVENT, DEAD_LETTER, RATE_BUCKET)

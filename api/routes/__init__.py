@@ -1,0 +1,1 @@
+"""Endpoint modules; each exposes ``ROUTES`` for ``api.app.route_table``."""
