@@ -6,12 +6,14 @@
 -- ARGV[4] group        str    consumer group of the queue streams
 -- ARGV[5] ttl_ms       int    run state expires this long after it ends
 -- ARGV[6] maxlen       int    events stream cap
--- ARGV[7...] items     flat quadruples: run_id, attempt, status (succeeded|cancelled), result
+-- ARGV[7] ended        str    final statuses, space-separated (models.TERMINAL)
+-- ARGV[8...] items     flat quadruples: run_id, attempt, status (succeeded|cancelled), result
 -- Returns: one code per item: 0 recorded, -1 run gone, -2 already ended, -3 attempt superseded
 local events = KEYS[1]
 local now, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3]
 local group, ttl, maxlen = ARGV[4], ARGV[5], ARGV[6]
-local ended = {succeeded = 1, failed = 1, dead = 1, cancelled = 1, timed_out = 1}
+local ended = {}
+for st in string.gmatch(ARGV[7], '%S+') do ended[st] = true end
 
 local out, acks = {}, {}  -- acks: queue -> entry ids, sent once per queue at the end
 local function ack(queue, entry)
@@ -20,7 +22,7 @@ local function ack(queue, entry)
   acks[queue] = ids
 end
 
-for i = 7, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   local run_id, att, status, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local rkey = run_prefix .. run_id
   local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'entry', 'slot')

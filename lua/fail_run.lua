@@ -38,7 +38,7 @@ end
 redis.call('HSET', rkey, 'st', final, 'err', err, 'end', now)
 redis.call('PEXPIRE', rkey, ttl)
 redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'r', run_id, 'j', r[5], 'q', r[4],
-  'st', final, 'a', att, 'e', err, 't', now)
+  'st', final, 'att', att, 'err', err, 't', now)
 redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
   'j', r[5], 'st', final, 'att', att, 'err', err, 'end', now, 'slot', r[7])
 return 2

@@ -34,7 +34,7 @@ end
 
 local function enqueue(run_id, job_id, queue, tenant, att, max_att, slot, spec)
   local entry = redis.call('XADD', queue_prefix .. queue, '*', 'r', run_id, 'j', job_id,
-    'a', att, 's', slot, 'p', spec)
+    'att', att, 'slot', slot, 'spec', spec)
   redis.call('HSET', run_prefix .. run_id, 'job', job_id, 'queue', queue, 'tenant', tenant,
     'st', 'queued', 'att', att, 'max', max_att, 'slot', slot, 'enq', now, 'entry', entry)
   event('k', 'run', 'r', run_id, 'j', job_id, 'st', 'queued', 'att', att, 'q', queue,

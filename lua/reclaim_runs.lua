@@ -11,12 +11,14 @@
 -- ARGV[6] run_prefix   str    tagged prefix; Derived: <run_prefix><run id> HASH
 -- ARGV[7] ttl_ms       int    run state expires this long after it ends
 -- ARGV[8] maxlen       int    events and dead stream cap
+-- ARGV[9] ended        str    final statuses, space-separated (models.TERMINAL)
 -- Returns: flat {entry_id, run_id, job_id, attempt, slot, payload, ...} to execute now
 local stream, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local now, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local min_idle, count, run_prefix = ARGV[4], ARGV[5], ARGV[6]
 local ttl, maxlen = ARGV[7], ARGV[8]
-local ended = {succeeded = 1, failed = 1, dead = 1, cancelled = 1, timed_out = 1}
+local ended = {}
+for st in string.gmatch(ARGV[9], '%S+') do ended[st] = true end
 
 local function finish(rkey, run_id, job, st, att, err, slot)
   redis.call('HSET', rkey, 'st', st, 'err', err, 'end', now)
@@ -32,6 +34,8 @@ for _, entry in ipairs(claimed[2]) do
   local id, f = entry[1], {}
   local fields = entry[2]
   for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+  -- entries written before the schema's one spelling used s and p (schema.QUEUE_ENTRY)
+  local slot, spec = f.slot or f.s, f.spec or f.p
   local rkey = run_prefix .. f.r
   local r = redis.call('HMGET', rkey, 'st', 'att', 'max', 'cancel', 'entry')
   local att = tonumber(r[2] or 0)
@@ -39,25 +43,25 @@ for _, entry in ipairs(claimed[2]) do
     redis.call('XACK', stream, group, id)
   elseif r[4] == '1' then
     redis.call('XACK', stream, group, id)
-    finish(rkey, f.r, f.j, 'cancelled', att, 'cancelled while its worker was gone', f.s)
+    finish(rkey, f.r, f.j, 'cancelled', att, 'cancelled while its worker was gone', slot)
   elseif att + 1 > tonumber(r[3]) then
     local err = 'lease expired on attempt ' .. att .. ' (worker lost)'
     redis.call('XACK', stream, group, id)
     redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'r', f.r, 'j', f.j,
-      'q', string.match(stream, ':q:(.*)$'), 'st', 'dead', 'a', att, 'e', err, 't', now)
-    finish(rkey, f.r, f.j, 'dead', att, err, f.s)
+      'q', string.match(stream, ':q:(.*)$'), 'st', 'dead', 'att', att, 'err', err, 't', now)
+    finish(rkey, f.r, f.j, 'dead', att, err, slot)
   else
     att = att + 1
     redis.call('HSET', rkey, 'st', 'running', 'att', att, 'worker', consumer, 'start', now)
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', f.r,
       'j', f.j, 'st', 'running', 'att', att, 'start', now, 'w', consumer, 'why', 'reclaimed',
-      'slot', f.s)
+      'slot', slot)
     out[#out + 1] = id
     out[#out + 1] = f.r
     out[#out + 1] = f.j
     out[#out + 1] = att
-    out[#out + 1] = f.s
-    out[#out + 1] = f.p
+    out[#out + 1] = slot
+    out[#out + 1] = spec
   end
 end
 return out

@@ -16,8 +16,8 @@ local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att
 if not j[1] then return -1 end
 if j[1] == 'cancelled' then return -2 end
 local run_id = id .. ':' .. redis.call('HINCRBY', jkey, 'runs', 1)
-local entry = redis.call('XADD', queue_prefix .. j[2], '*', 'r', run_id, 'j', id, 'a', 1,
-  's', now, 'p', j[4])
+local entry = redis.call('XADD', queue_prefix .. j[2], '*', 'r', run_id, 'j', id, 'att', 1,
+  'slot', now, 'spec', j[4])
 redis.call('HSET', run_prefix .. run_id, 'job', id, 'queue', j[2], 'tenant', j[3],
   'st', 'queued', 'att', 1, 'max', j[5], 'slot', now, 'enq', now, 'entry', entry)
 redis.call('HSET', jkey, 'cur', run_id)

@@ -16,7 +16,7 @@ from rsched.clock import Clock
 from rsched.codec import encode
 from rsched.engine import Engine
 from rsched.engine.catalog import index_member
-from rsched.errors import DuplicateJob, JobNotFound, ValidationError
+from rsched.errors import Code, DuplicateJob, JobNotFound, ValidationError
 from rsched.limits import MAX_SPEC_BYTES
 from rsched.models import DeadLetter, Job, JobDef, JobState, Run, Schedule, Status
 from rsched.names import (
@@ -145,7 +145,7 @@ class Client:
         await self.engine.catalog.set_meta([
             (i, j.name, j.labels) for i, j, c in zip(ids, jobs, codes, strict=True)
             if c > 0 and (j.name or j.labels)])
-        dup = [job_id for job_id, code in zip(ids, codes, strict=True) if code == -4]
+        dup = [job_id for job_id, code in zip(ids, codes, strict=True) if code == Code.DUPLICATE]
         if dup:
             raise DuplicateJob(f"schedule_many: {len(dup)} of {len(ids)} job ids already exist "
                                f"(first {dup[0]!r}); the others were created",

@@ -15,6 +15,7 @@ Must not: import anything from rsched.
 from __future__ import annotations
 
 import traceback
+from enum import IntEnum
 
 ERROR_MAX = 2000  # characters of a run's error kept (the engine cuts there too)
 
@@ -77,13 +78,27 @@ class ScriptError(EngineError):
     pass
 
 
-# Return codes shared by every script (lua/README.md lists them).
-OK = 0
+class Code(IntEnum):
+    """Script result codes; lua/README.md lists which script returns which. Compare
+    results with these names, never with bare integers."""
+
+    OK = 0  # done; per item: start it, recorded, extended
+    DONE = 1  # the one positive outcome: cancelled, paused, resumed, restored, claimed
+    RETRYING = 1  # fail_run: the attempt failed, a retry is due
+    ENDED = 2  # fail_run: the run ended (failed, dead, timed out)
+    SIGNALLED = 2  # cancel_run: the run is running; its worker was told to stop it
+    NOT_FOUND = -1
+    WRONG_STATE = -2
+    FENCED = -3  # lease or attempt superseded
+    DUPLICATE = -4
+
+
+# The one table from a refusal code to its exception.
 CODES: dict[int, type[EngineError]] = {
-    -1: JobNotFound,
-    -2: InvalidTransition,
-    -3: LeaseLost,
-    -4: DuplicateJob,
+    Code.NOT_FOUND: JobNotFound,
+    Code.WRONG_STATE: InvalidTransition,
+    Code.FENCED: LeaseLost,
+    Code.DUPLICATE: DuplicateJob,
 }
 
 
@@ -100,11 +115,11 @@ def raise_for_code(code: int, *, script: str, job_id: str = "", state: str = "")
               job_id=job_id)
 
 
-_MEANING = {
-    -1: "not found",
-    -2: "is not in a state that allows this (or its version changed)",
-    -3: "was taken over: lease or attempt superseded",
-    -4: "already exists",
+_MEANING: dict[int, str] = {
+    Code.NOT_FOUND: "not found",
+    Code.WRONG_STATE: "is not in a state that allows this (or its version changed)",
+    Code.FENCED: "was taken over: lease or attempt superseded",
+    Code.DUPLICATE: "already exists",
 }
 
 # Why a job in another state refuses a transition (the scripts' -2).

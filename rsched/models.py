@@ -149,6 +149,8 @@ TERMINAL = frozenset(
     {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD, RunStatus.CANCELLED,
      RunStatus.TIMED_OUT}
 )
+# The final statuses as the scripts that need them take them (the one definition).
+TERMINAL_ARG = " ".join(sorted(TERMINAL))
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):

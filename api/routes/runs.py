@@ -22,7 +22,7 @@ from api.problems import ApiError, not_found
 from api.routes.jobs import BASE
 from api.schemas import RunCancelled, RunPage
 from rsched.archive import history
-from rsched.errors import InvalidTransition, JobNotFound
+from rsched.errors import Code, InvalidTransition, JobNotFound
 from rsched.models import Role, Run
 from rsched.names import JOB_ID
 
@@ -139,8 +139,9 @@ async def cancel_run(request: Request, who: Principal) -> Response:
         code = await st.engine.catalog.cancel_run(run.id, await st.clock.now_ms())
     except (InvalidTransition, JobNotFound) as exc:
         raise ApiError(409, "Conflict", f"run {run.id!r} has finished") from exc
-    status = "cancelled" if code == 1 else "cancelling"
-    return json(RunCancelled(run_id=run.id, status=status), 202 if code == 2 else 200)
+    status = "cancelled" if code == Code.DONE else "cancelling"
+    return json(RunCancelled(run_id=run.id, status=status),
+                202 if code == Code.SIGNALLED else 200)
 
 
 ROUTES = [

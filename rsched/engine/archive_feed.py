@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from rsched.engine.core import Core
 from rsched.engine.keys import ARCHIVER_GROUP
 from rsched.engine.types import job_of_run, pairs, split_id, text
+from rsched.errors import Code
 
 
 class ArchiveFeed:
@@ -90,7 +91,7 @@ class ArchiveFeed:
             "sched": sched, "queue": queue, "tenant": tenant, "max_att": max_att,
             "overlap": overlap, "runs": runs, "last_ms": -1 if last_ms is None else last_ms,
             "created_ms": created_ms, "done_ttl_ms": self.core.done_ttl_ms})
-        return int(res) == 1
+        return int(res) == Code.DONE
 
     async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
                           max_att: int, slot_ms: int, due_ms: int) -> bool:
@@ -101,4 +102,4 @@ class ArchiveFeed:
             "run_prefix": k.run_prefix, "run_id": run_id, "job_id": job_id, "queue": queue,
             "tenant": tenant, "attempt": attempt, "max_att": max_att, "slot_ms": slot_ms,
             "due_ms": due_ms})
-        return int(res) == 1
+        return int(res) == Code.DONE

@@ -9,16 +9,15 @@ tenant of every job, run and dead letter it hands out) or validate job definitio
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import msgspec
 from redis.exceptions import ResponseError
 
 from rsched.engine.core import Core
 from rsched.engine.keys import WORKER_GROUP, TenantKeys
-from rsched.engine.types import job_of_run, split_id, text
-from rsched.errors import raise_for_code
-from rsched.models import DeadLetter, RunStatus
+from rsched.engine.types import job_of_run, parse_dead, split_id, text
+from rsched.errors import Code, raise_for_code
+from rsched.models import DeadLetter
 from rsched.names import validate_tenant
 
 RATE_WINDOW_MS = 60_000  # queue rate: entries added over the last minute
@@ -40,12 +39,6 @@ def index_member(created_ms: int, job_id: str) -> str:
 def member_job(member: str) -> str:
     return member.partition(":")[2]
 
-
-def parse_dead(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
-    h = {text(a): text(b) for a, b in fields.items()}
-    return DeadLetter(entry_id=text(entry_id), run_id=h["r"], job_id=h["j"], queue=h["q"],
-                      status=RunStatus(h["st"]), attempt=int(h["a"]), error=h["e"],
-                      at_ms=int(h["t"]))
 
 
 class Catalog:
@@ -112,7 +105,7 @@ class Catalog:
         code = await self.core.call("claim_name", {"names": self.tenant_keys(tenant).names},
                                     {"name": name, "expect": expect or "",
                                      "job_id": job_id or ""})
-        return int(code) == 1
+        return int(code) == Code.DONE
 
     async def tenant_queues(self, tenant: str) -> list[str]:
         return sorted(text(q) for q in await self.redis.smembers(self.tenant_keys(tenant).queues))

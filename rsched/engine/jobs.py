@@ -14,7 +14,7 @@ from typing import Any
 from rsched import codec
 from rsched.engine.core import Core
 from rsched.engine.types import text
-from rsched.errors import raise_for_code
+from rsched.errors import Code, raise_for_code
 from rsched.models import JobDef
 from rsched.names import validate_job_id, validate_queue
 
@@ -96,7 +96,8 @@ class Jobs:
                                                 "maxlen": self.core.maxlen, **args})
         if isinstance(res, int):
             # a refusal names the state found (read after it: for the message only)
-            state = await self.redis.hget(k.job(job_id), "state") if res == -2 else None
+            refused = res == Code.WRONG_STATE
+            state = await self.redis.hget(k.job(job_id), "state") if refused else None
             raise_for_code(res, script=name, job_id=job_id, state=text(state or b""))
         return res
 

@@ -14,8 +14,8 @@ import msgspec
 
 from rsched import codec
 from rsched.engine.core import Core
-from rsched.engine.schema import DEAD_LETTER, JOB
-from rsched.engine.types import job_of_run, parse_run, text
+from rsched.engine.schema import JOB
+from rsched.engine.types import job_of_run, parse_dead, parse_run, text
 from rsched.models import DeadLetter, Job, JobState, Overlap, Run, Status
 
 _labels = msgspec.json.Decoder(dict[str, str])
@@ -85,9 +85,7 @@ class Queries:
         out: list[DeadLetter] = []
         for k in self.shard_keys:
             for entry_id, f in await self.redis.xrevrange(k.dead, count=limit):
-                out.append(msgspec.convert({"error": "", **DEAD_LETTER.decode(f),
-                                            "entry_id": text(entry_id)},
-                                           DeadLetter))
+                out.append(parse_dead(entry_id, f))
         out.sort(key=lambda d: d.at_ms, reverse=True)
         return out[:limit]
 

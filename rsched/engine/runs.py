@@ -16,8 +16,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched.engine.core import Core
 from rsched.engine.keys import WORKER_GROUP
-from rsched.engine.types import Delivery, Outcome, text
-from rsched.models import RunStatus
+from rsched.engine.types import Delivery, Outcome, delivery, text
+from rsched.errors import Code
+from rsched.models import TERMINAL_ARG, RunStatus
 
 
 class Runs:
@@ -40,8 +41,7 @@ class Runs:
         for stream, entries in reply or []:
             shard, queue = self.core.stream_of(text(stream))
             for entry_id, f in entries:
-                out.append(Delivery(shard, queue, text(entry_id), text(f[b"r"]), text(f[b"j"]),
-                                    int(f[b"a"]), int(float(f[b"s"])), f[b"p"]))
+                out.append(delivery(shard, queue, entry_id, f))
         return out
 
     def _start_args(self, shard: int, now_ms: int, worker: str, runs: Sequence[Delivery]
@@ -75,7 +75,8 @@ class Runs:
             flat += [o.run_id, o.attempt, o.status.value, o.result]
         return {"events": k.events}, {
             "now_ms": now_ms, "run_prefix": k.run_prefix, "queue_prefix": k.queue_prefix,
-            "group": WORKER_GROUP, "ttl_ms": ttl_ms, "maxlen": self.core.maxlen, "items": flat}
+            "group": WORKER_GROUP, "ttl_ms": ttl_ms, "maxlen": self.core.maxlen,
+            "ended": TERMINAL_ARG, "items": flat}
 
     async def complete_runs(self, now_ms: int, ttl_ms: int,
                             by_shard: dict[int, list[Outcome]]) -> list[int]:
@@ -99,7 +100,7 @@ class Runs:
             "group": WORKER_GROUP, "ttl_ms": ttl_ms, "maxlen": self.core.maxlen, "run_id": run_id,
             "attempt": attempt, "error": error[:2000],
             "retry_at_ms": -1 if retry_at_ms is None else retry_at_ms, "final": final.value})
-        if int(res) == 1 and retry_at_ms is not None:
+        if int(res) == Code.RETRYING and retry_at_ms is not None:
             # Schedulers peek only shards whose head is due between full scans: tell them
             # about the retry's slot. Best effort; the outcome is already recorded and the
             # next full scan (scheduler.max_sleep_s) finds the retry anyway.
@@ -114,9 +115,9 @@ class Runs:
                                                    "dead": k.dead}, {
             "now_ms": now_ms, "group": WORKER_GROUP, "consumer": consumer,
             "min_idle_ms": min_idle_ms, "count": count, "run_prefix": k.run_prefix,
-            "ttl_ms": ttl_ms, "maxlen": self.core.maxlen})
+            "ttl_ms": ttl_ms, "maxlen": self.core.maxlen, "ended": TERMINAL_ARG})
         return [Delivery(shard, queue, text(res[i]), text(res[i + 1]), text(res[i + 2]),
-                         int(res[i + 3]), int(float(res[i + 4])), res[i + 5])
+                         int(res[i + 3]), int(res[i + 4]), res[i + 5])
                 for i in range(0, len(res), 6)]
 
     async def ack_entry(self, d: Delivery) -> None:

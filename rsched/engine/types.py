@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 
 from rsched.engine.keys import RETRY_PREFIX
-from rsched.engine.schema import RUN
-from rsched.models import Run, RunStatus
+from rsched.engine.schema import DEAD_LETTER, QUEUE_ENTRY, RUN
+from rsched.models import DeadLetter, Run, RunStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,26 @@ def opt_int(v: Any) -> int | None:
 
 def job_of_run(run_id: str) -> str:
     return run_id.rsplit(":", 1)[0]
+
+
+_RUN_ID, _JOB_ID, _ATT, _SLOT, _SPEC = (QUEUE_ENTRY.raw(n) for n in (
+    "run_id", "job_id", "attempt", "slot_ms", "spec"))
+
+
+def delivery(shard: int, queue: str, entry_id: Any, f: dict[bytes, bytes]) -> Delivery:
+    """A queue entry as read by XREADGROUP (the hot path: direct lookups by the schema's
+    wire names; entries written before the one spelling fall back to QUEUE_ENTRY.decode)."""
+    if _ATT not in f:
+        h = QUEUE_ENTRY.decode(f)
+        return Delivery(shard, queue, text(entry_id), h["run_id"], h["job_id"], h["attempt"],
+                        h["slot_ms"], h["spec"])
+    return Delivery(shard, queue, text(entry_id), f[_RUN_ID].decode(), f[_JOB_ID].decode(),
+                    int(f[_ATT]), int(f[_SLOT]), f[_SPEC])
+
+
+def parse_dead(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
+    return msgspec.convert({"error": "", **DEAD_LETTER.decode(fields),
+                            "entry_id": text(entry_id)}, DeadLetter)
 
 
 def parse_run(run_id: str, raw: dict[Any, Any]) -> Run:

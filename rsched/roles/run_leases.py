@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from rsched.engine.types import Delivery
+from rsched.errors import Code
 
 RunKey = tuple[str, int]  # (run id, attempt): one attempt of a run in this worker
 
@@ -77,7 +78,7 @@ class RunLeases:
             k = key(d)
             if k not in self._until:
                 continue  # ended, or lapsed while the reply was on its way
-            if code == 0:
+            if code == Code.OK:
                 self._until[k] = max(self._until[k], until)
             else:
                 del self._until[k]

@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rsched import codec
 from rsched.clock import Clock
 from rsched.engine import DueItem, Engine, Fire
-from rsched.errors import SerializationError
+from rsched.errors import Code, SerializationError
 from rsched.models import Trigger
 from rsched.settings import SchedulerSettings
 from rsched.timing import FireDecision, decide
@@ -102,7 +102,7 @@ class Scheduler:
             codes, peeks = await self.engine.firing.fire_and_peek(now, owner, fires, shards,
                                                            self.cfg.batch)
             for shard, code in codes.items():
-                if code == -3:
+                if code == Code.FENCED:
                     log.warning("lost lease on shard %d", shard)
                     self.owned.discard(shard)
                     self._heads.pop(shard, None)

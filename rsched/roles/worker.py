@@ -32,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rsched import codec
 from rsched.clock import Clock
 from rsched.engine import Delivery, Engine, Outcome
-from rsched.errors import Fatal, Retry, SerializationError, describe
+from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RetryPolicy, RunStatus
 from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
 from rsched.roles.task_call import TaskCaller
@@ -119,12 +119,12 @@ class Worker:
         codes_by_shard = await self.engine.runs.start_runs(now, self.id, by_shard)
         for shard, codes in codes_by_shard.items():
             for d, code in zip(by_shard[shard], codes, strict=True):
-                if code == 0:
+                if code == Code.OK:
                     self._spawn(d)
                     started += 1
                     continue
                 self._leases.drop(key(d))
-                if code == -1:
+                if code == Code.NOT_FOUND:
                     await self.engine.runs.ack_entry(d)
         return started
 
@@ -226,7 +226,8 @@ class Worker:
             log.warning("gave up recording failure of %s; it will be reclaimed", d.run_id)
             return
         log.warning("run %s attempt %d failed (%s): %s", d.run_id, d.attempt,
-                    "retrying" if code == 1 else "ended" if code == 2 else f"fenced {code}",
+                    "retrying" if code == Code.RETRYING else "ended" if code == Code.ENDED
+                    else f"fenced {code}",
                     error)
 
     async def flush(self) -> None:
@@ -245,7 +246,7 @@ class Worker:
             for shard, outs in batch.items():
                 self._done[shard] = outs + self._done.get(shard, [])
             raise
-        rejected = sum(1 for c in codes if c != 0)
+        rejected = sum(1 for c in codes if c != Code.OK)
         if rejected:
             log.warning("%d outcome(s) rejected: attempt superseded or run already ended",
                         rejected)

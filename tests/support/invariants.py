@@ -40,7 +40,7 @@ async def read_stream(redis: Any, key: str, page: int = 10_000) -> list[tuple[st
         rows = await redis.xrange(key, min=start, count=page)
         for eid, f in rows:
             out.append((_s(eid), {_s(a): _s(b) for a, b in f.items() if _s(a) not in
-                                  ("p", "spec", "sched")}))
+                                  ("spec", "sched")}))
         if len(rows) < page:
             return out
         start = "(" + _s(rows[-1][0])
@@ -53,7 +53,7 @@ async def fires_from_queues(engine: Engine, queues: list[str]) -> dict[tuple[str
     for k in engine.core.shard_keys:
         for q in queues:
             for _, f in await read_stream(engine.core.redis, k.queue(q)):
-                fires[(f["j"], int(float(f["s"])))].add(f["r"])
+                fires[(f["j"], int(float(f["slot"])))].add(f["r"])
     return fires
 
 

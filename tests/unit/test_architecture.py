@@ -4,6 +4,7 @@ which way dependencies point (docs/architecture.md)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,17 @@ def test_roles_do_not_import_each_other() -> None:
         imports = _imports(PACKAGE / "roles" / f"{name}.py")
         for other in roles - {name}:
             assert not any(m.startswith(f"rsched.roles.{other}") for m in imports)
+
+
+def test_script_results_are_compared_by_name_outside_the_engine() -> None:
+    bare = re.compile(r"\b(code|codes|res|c)\s*(==|!=)\s*-?\d")
+    offenders = [f"{_rel(p)}:{n}" for p in [*_modules(), *sorted((ROOT / "api").rglob("*.py"))]
+                 if not p.is_relative_to(PACKAGE / "engine")
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if bare.search(line)]
+    assert not offenders, f"compare with rsched.errors.Code: {offenders}"
+
+
+def test_lua_readme_lists_every_script_and_its_codes() -> None:
+    readme = (ROOT / "lua" / "README.md").read_text()
+    for script in sorted((ROOT / "lua").glob("*.lua")):
+        assert f"| `{script.stem}` |" in readme, f"lua/README.md lacks {script.stem}"
