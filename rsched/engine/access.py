@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from rsched.engine.core import Core
-from rsched.engine.keys import AccessKeys, TenantKeys
+from rsched.engine.core import Core, Part
+from rsched.engine.keys import AccessKeys
 from rsched.errors import ValidationError
 from rsched.models import ApiKey, Role
 from rsched.names import validate_tenant
@@ -37,14 +37,10 @@ def split_key(token: str) -> tuple[str, str] | None:
     return parts[1], token
 
 
-class Access:
+class Access(Part):
     def __init__(self, core: Core) -> None:
-        self.core = core
-        self.redis = core.redis
+        super().__init__(core)
         self.keys = AccessKeys(core.cfg.prefix)
-
-    def tenant_keys(self, tenant: str) -> TenantKeys:
-        return TenantKeys(self.core.cfg.prefix, validate_tenant(tenant))
 
     async def create_key(self, tenant: str, role: Role, now_ms: int,
                          name: str = "") -> tuple[ApiKey, str]:
@@ -97,7 +93,7 @@ class Access:
                                marker: bytes, ttl_s: float) -> bytes | None:
         """Reserve an Idempotency-Key; returns None when this call owns it, else what is
         stored: the first response, or ``marker``-prefixed bytes while it is in flight."""
-        k = self.tenant_keys(tenant).idempotency(key_id, idem_key)
+        k = self.core.tenant_keys(tenant).idempotency(key_id, idem_key)
         if await self.redis.set(k, marker, nx=True, px=int(ttl_s * 1000)):
             return None
         stored: Any = await self.redis.get(k)
@@ -106,7 +102,7 @@ class Access:
     async def finish_idempotent(self, tenant: str, key_id: str, idem_key: str,
                                 response: bytes | None, ttl_s: float) -> None:
         """Store the first response (None forgets the key, so a retry runs again)."""
-        k = self.tenant_keys(tenant).idempotency(key_id, idem_key)
+        k = self.core.tenant_keys(tenant).idempotency(key_id, idem_key)
         if response is None:
             await self.redis.delete(k)
         else:

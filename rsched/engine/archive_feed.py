@@ -9,19 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rsched.engine.core import Core
+from rsched.engine.core import Part
 from rsched.engine.keys import ARCHIVER_GROUP
 from rsched.engine.types import job_of_run, pairs, split_id, text
 from rsched.errors import Code
 
 
-class ArchiveFeed:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.redis = core.redis
-        self.shard_keys = core.shard_keys
-        self.global_keys = core.global_keys
-
+class ArchiveFeed(Part):
     async def ensure_event_groups(self) -> None:
         for k in self.shard_keys:
             await self.core.ensure_group(k.events, ARCHIVER_GROUP)

@@ -13,12 +13,11 @@ from collections.abc import Iterable, Sequence
 import msgspec
 from redis.exceptions import ResponseError
 
-from rsched.engine.core import Core
-from rsched.engine.keys import WORKER_GROUP, TenantKeys
+from rsched.engine.core import Part
+from rsched.engine.keys import WORKER_GROUP
 from rsched.engine.types import job_of_run, parse_dead, split_id, text
 from rsched.errors import Code, raise_for_code
 from rsched.models import DeadLetter
-from rsched.names import validate_tenant
 
 RATE_WINDOW_MS = 60_000  # queue rate: entries added over the last minute
 _json = msgspec.json.Encoder()
@@ -41,18 +40,11 @@ def member_job(member: str) -> str:
 
 
 
-class Catalog:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.redis = core.redis
-
-    def tenant_keys(self, tenant: str) -> TenantKeys:
-        return TenantKeys(self.core.cfg.prefix, validate_tenant(tenant))
-
+class Catalog(Part):
     async def index_job(self, tenant: str, job_id: str, created_ms: int, queue: str) -> None:
         """Add a job to its tenant's listing (before it is created: a listing drops
         entries whose job is gone only once they are old, see ``forget``)."""
-        t = self.tenant_keys(tenant)
+        t = self.core.tenant_keys(tenant)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(t.jobs, {index_member(created_ms, job_id): 0})
         pipe.sadd(t.queues, queue)
@@ -63,7 +55,7 @@ class Catalog:
         """Like index_job for (job id, queue) pairs, in one round trip."""
         if not jobs:
             return
-        t = self.tenant_keys(tenant)
+        t = self.core.tenant_keys(tenant)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(t.jobs, {index_member(created_ms, j): 0 for j, _ in jobs})
         pipe.sadd(t.queues, *{q for _, q in jobs})
@@ -72,14 +64,14 @@ class Catalog:
     async def scan_jobs(self, tenant: str, after: str, count: int) -> list[str]:
         """Index members after ``after`` (a member; "" = from the start), oldest first."""
         start = f"({after}" if after else "-"
-        rows = await self.redis.zrangebylex(self.tenant_keys(tenant).jobs, start, "+",
+        rows = await self.redis.zrangebylex(self.core.tenant_keys(tenant).jobs, start, "+",
                                             start=0, num=count)
         return [text(r) for r in rows]
 
     async def forget(self, tenant: str, members: Iterable[str]) -> None:
         members = list(members)
         if members:
-            await self.redis.zrem(self.tenant_keys(tenant).jobs, *members)
+            await self.redis.zrem(self.core.tenant_keys(tenant).jobs, *members)
 
     async def set_meta(self, jobs: Sequence[tuple[str, str | None, dict[str, str]]]) -> None:
         """(job id, name, labels) into each job hash, so they expire with it."""
@@ -96,19 +88,20 @@ class Catalog:
         await pipe.execute()
 
     async def name_holder(self, tenant: str, name: str) -> str | None:
-        holder = await self.redis.hget(self.tenant_keys(tenant).names, name)
+        holder = await self.redis.hget(self.core.tenant_keys(tenant).names, name)
         return None if holder is None else text(holder)
 
     async def claim_name(self, tenant: str, name: str, expect: str | None,
                          job_id: str | None) -> bool:
         """Compare-and-set the holder of ``name`` (``job_id`` None releases it)."""
-        code = await self.core.call("claim_name", {"names": self.tenant_keys(tenant).names},
+        code = await self.core.call("claim_name", {"names": self.core.tenant_keys(tenant).names},
                                     {"name": name, "expect": expect or "",
                                      "job_id": job_id or ""})
         return int(code) == Code.DONE
 
     async def tenant_queues(self, tenant: str) -> list[str]:
-        return sorted(text(q) for q in await self.redis.smembers(self.tenant_keys(tenant).queues))
+        queues = await self.redis.smembers(self.core.tenant_keys(tenant).queues)
+        return sorted(text(q) for q in queues)
 
     async def queue_figures(self, queues: Sequence[str], now_ms: int) -> list[QueueFigures]:
         return [await self._figures(q, now_ms) for q in queues]

@@ -16,10 +16,11 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from rsched.engine.keys import GlobalKeys, ShardKeys, shard_of
+from rsched.engine.keys import GlobalKeys, ShardKeys, TenantKeys, shard_of
 from rsched.engine.scripts import Scripts
 from rsched.engine.types import id_lt, next_id, text
 from rsched.errors import ConfigError
+from rsched.names import validate_tenant
 from rsched.settings import RedisSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Core:
 
     def keys_for(self, job_id: str) -> ShardKeys:
         return self.shard_keys[shard_of(job_id, self.shards)]
+
+    def tenant_keys(self, tenant: str) -> TenantKeys:
+        return TenantKeys(self.cfg.prefix, validate_tenant(tenant))
 
     async def call(self, name: str, keys: dict[str, str], args: dict[str, Any]) -> Any:
         return await self.scripts.call(self.redis, name, keys, args)
@@ -130,3 +134,14 @@ class Core:
                     await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+
+class Part:
+    """One part of the engine (jobs, firing, runs, queries, ...): the shared Core and the
+    shortcuts every part uses."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.redis = core.redis
+        self.shard_keys = core.shard_keys
+        self.global_keys = core.global_keys

@@ -11,17 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from rsched.engine.core import Core
+from rsched.engine.core import Part
 from rsched.engine.types import DueItem, Fire, text
 
 
-class Firing:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.redis = core.redis
-        self.shard_keys = core.shard_keys
-        self.global_keys = core.global_keys
-
+class Firing(Part):
     def _peek_args(self, shard: int, now_ms: int, limit: int
                    ) -> tuple[dict[str, str], dict[str, Any]]:
         k = self.shard_keys[shard]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rsched import codec
-from rsched.engine.core import Core
+from rsched.engine.core import Part
 from rsched.engine.types import text
 from rsched.errors import Code, raise_for_code
 from rsched.models import JobDef
@@ -24,13 +24,7 @@ def check_job(job_id: str, d: JobDef) -> None:
     validate_queue(d.queue)
 
 
-class Jobs:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.redis = core.redis
-        self.shard_keys = core.shard_keys
-        self.global_keys = core.global_keys
-
+class Jobs(Part):
     def _schedule_args(self, job_id: str, d: JobDef, now_ms: int, next_ms: int | None,
                        expect_version: int) -> tuple[dict[str, str], dict[str, Any]]:
         check_job(job_id, d)

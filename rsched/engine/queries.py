@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from rsched import codec
-from rsched.engine.core import Core
+from rsched.engine.core import Part
 from rsched.engine.schema import JOB
 from rsched.engine.types import job_of_run, parse_dead, parse_run, text
 from rsched.models import DeadLetter, Job, JobState, Overlap, Run, Status
@@ -33,13 +33,7 @@ def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
         created_ms=h.get("created_ms"))
 
 
-class Queries:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.redis = core.redis
-        self.shard_keys = core.shard_keys
-        self.global_keys = core.global_keys
-
+class Queries(Part):
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(self.core.keys_for(job_id).job(job_id))
         return parse_job(job_id, raw) if raw else None

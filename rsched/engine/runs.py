@@ -14,20 +14,14 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rsched.engine.core import Core
+from rsched.engine.core import Part
 from rsched.engine.keys import WORKER_GROUP
 from rsched.engine.types import Delivery, Outcome, delivery, text
 from rsched.errors import Code
 from rsched.models import TERMINAL_ARG, RunStatus
 
 
-class Runs:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.redis = core.redis
-        self.shard_keys = core.shard_keys
-        self.global_keys = core.global_keys
-
+class Runs(Part):
     async def ensure_groups(self, queues: Iterable[str]) -> None:
         for stream in self.core.streams(queues):
             await self.core.ensure_group(stream, WORKER_GROUP)
