@@ -7,11 +7,12 @@
 -- ARGV[5] ttl_ms       int    run state expires this long after it ends
 -- ARGV[6] maxlen       int    events stream cap
 -- ARGV[7] ended        str    final statuses, space-separated (models.TERMINAL)
--- ARGV[8...] items     flat quadruples: run_id, attempt, status (succeeded|cancelled), result
+-- ARGV[8] held_prefix  str    tagged prefix; Derived: <held_prefix><job id> ZSET (slots held)
+-- ARGV[9...] items     flat quadruples: run_id, attempt, status (succeeded|cancelled), result
 -- Returns: one code per item: 0 recorded, -1 run gone, -2 already ended, -3 attempt superseded
 local events = KEYS[1]
 local now, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3]
-local group, ttl, maxlen = ARGV[4], ARGV[5], ARGV[6]
+local group, ttl, maxlen, held_prefix = ARGV[4], ARGV[5], ARGV[6], ARGV[8]
 local ended = {}
 for st in string.gmatch(ARGV[7], '%S+') do ended[st] = true end
 
@@ -22,10 +23,10 @@ local function ack(queue, entry)
   acks[queue] = ids
 end
 
-for i = 8, #ARGV, 4 do
+for i = 9, #ARGV, 4 do
   local run_id, att, status, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local rkey = run_prefix .. run_id
-  local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'entry', 'slot')
+  local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'entry', 'slot', 'lim')
   local code = 0
   if not r[1] then
     code = -1
@@ -40,6 +41,7 @@ for i = 8, #ARGV, 4 do
     redis.call('HSET', rkey, 'st', status, 'end', now, 'res', result)
     redis.call('PEXPIRE', rkey, ttl)
     ack(r[3], r[5])
+    if r[7] then redis.call('ZREM', held_prefix .. r[4], run_id) end  -- its job slot
     redis.call('XADD', events, '*', 't', now, 'k', 'run', 'r', run_id,
       'j', r[4], 'st', status, 'att', att, 'end', now, 'res', result, 'slot', r[6])
   end

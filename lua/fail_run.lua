@@ -13,18 +13,21 @@
 -- ARGV[9] error        str
 -- ARGV[10] retry_at_ms int    -1 = never retry (fatal)
 -- ARGV[11] final       str    status when no retry: failed | dead | timed_out
+-- ARGV[12] held_prefix str    tagged prefix; Derived: <held_prefix><job id> ZSET (slots held)
 -- Returns: 1 retrying, 2 ended; -1 run gone, -3 attempt superseded or not running
 local due, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local now, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3]
 local group, ttl, maxlen = ARGV[4], ARGV[5], ARGV[6]
 local run_id, att, err = ARGV[7], ARGV[8], ARGV[9]
-local retry_at, final = tonumber(ARGV[10]), ARGV[11]
+local retry_at, final, held_prefix = tonumber(ARGV[10]), ARGV[11], ARGV[12]
 
 local rkey = run_prefix .. run_id
-local r = redis.call('HMGET', rkey, 'st', 'att', 'max', 'queue', 'job', 'entry', 'slot')
+local r = redis.call('HMGET', rkey, 'st', 'att', 'max', 'queue', 'job', 'entry', 'slot',
+  'lim')
 if not r[1] then return -1 end
 if r[2] ~= att or r[1] ~= 'running' then return -3 end
 redis.call('XACK', queue_prefix .. r[4], group, r[6])
+if r[8] then redis.call('ZREM', held_prefix .. r[5], run_id) end  -- a retry takes it again
 local n = tonumber(att)
 if retry_at >= 0 and n < tonumber(r[3]) then
   redis.call('HSET', rkey, 'st', 'retrying', 'att', n + 1, 'err', err, 'end', now)

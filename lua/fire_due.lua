@@ -1,5 +1,5 @@
 -- fire_due: enqueue runs for due members whose score is still the one read (CAS).
--- KEYS[1] due          ZSET   member -> fire ms; "r:<run id>" members are retries
+-- KEYS[1] due          ZSET   member -> fire ms; "r:<run id>" retries, "u:<job id>" resumes
 -- KEYS[2] events       STREAM job/run transitions
 -- KEYS[3] lease        STRING scheduler owning this shard
 -- KEYS[4] jobs         ZSET   job id -> creation ms (listing index; finished jobs leave it)
@@ -10,13 +10,16 @@
 -- ARGV[5] owner        str    lease owner to check; '' = static shard assignment
 -- ARGV[6] maxlen       int    events stream cap
 -- ARGV[7] done_ttl_ms  int    a finished job's hash expires after this
--- ARGV[8...] items     flat quintuples: member, read_score, next_ms (-1 none), fire (1/0), skipped
+-- ARGV[8] channel      str    pub/sub channel workers hear cancel signals on (replace)
+-- ARGV[9...] items     flat 7-tuples: member, read_score, next_ms (-1 none), fire (1/0),
+--                      skipped, slot ('' = read_score), next_slot ('' = next_ms); a jittered
+--                      job's scores are its slots plus an offset, its runs keep the slots
 -- Returns: number of runs enqueued; -3 when the lease is held by someone else
 -- Writes to the due and jobs indexes and the events trim are batched per call (Redis
 -- charges per command: docs/benchmarks.md); the script is atomic, so order is invisible.
 local due, events, lease, jobs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, job_prefix, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local owner, maxlen, done_ttl = ARGV[5], ARGV[6], ARGV[7]
+local owner, maxlen, done_ttl, channel = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 
 if owner ~= '' and redis.call('GET', lease) ~= owner then return -3 end
 
@@ -32,21 +35,32 @@ local function batch(cmd, key, args)  -- one command per 1000 arguments (unpack 
   end
 end
 
-local function enqueue(run_id, job_id, queue, tenant, att, max_att, slot, spec)
+local function enqueue(run_id, job_id, queue, tenant, att, max_att, slot, spec, lim)
   local entry = redis.call('XADD', queue_prefix .. queue, '*', 'r', run_id, 'j', job_id,
     'att', att, 'slot', slot, 'spec', spec)
-  redis.call('HSET', run_prefix .. run_id, 'job', job_id, 'queue', queue, 'tenant', tenant,
-    'st', 'queued', 'att', att, 'max', max_att, 'slot', slot, 'enq', now, 'entry', entry)
+  local f = {'job', job_id, 'queue', queue, 'tenant', tenant, 'st', 'queued', 'att', att,
+    'max', max_att, 'slot', slot, 'enq', now, 'entry', entry}
+  if lim then f[#f + 1], f[#f + 2] = 'lim', lim end  -- the job's concurrency limit
+  redis.call('HSET', run_prefix .. run_id, unpack(f))
   event('k', 'run', 'r', run_id, 'j', job_id, 'st', 'queued', 'att', att, 'q', queue,
     'tn', tenant, 'slot', slot, 'enq', now)
 end
 
+local function end_job(jkey, id, state, set)
+  redis.call('HSET', jkey, 'state', state, 'next', '', unpack(set))
+  redis.call('PEXPIRE', jkey, done_ttl)
+  unlist[#unlist + 1] = id
+  event('k', 'job', 'j', id, 'st', state)
+end
+
+-- a retry whose backoff passed, or a run a limit deferred (still queued): enqueue again
 local function fire_retry(member)
   redis.call('ZREM', due, member)
   local run_id = string.sub(member, 3)
   local rkey = run_prefix .. run_id
-  local r = redis.call('HMGET', rkey, 'st', 'job', 'queue', 'tenant', 'att', 'max', 'slot')
-  if r[1] ~= 'retrying' then return 0 end
+  local r = redis.call('HMGET', rkey, 'st', 'job', 'queue', 'tenant', 'att', 'max', 'slot',
+    'lim')
+  if r[1] ~= 'retrying' and r[1] ~= 'queued' then return 0 end
   local j = redis.call('HMGET', job_prefix .. r[2], 'state', 'spec')
   if j[1] == 'cancelled' or not j[2] then
     redis.call('HSET', rkey, 'st', 'cancelled', 'end', now)
@@ -54,8 +68,41 @@ local function fire_retry(member)
       'slot', r[7])
     return 0
   end
-  enqueue(run_id, r[2], r[3], r[4], r[5], r[6], r[7], j[2])
+  enqueue(run_id, r[2], r[3], r[4], r[5], r[6], r[7], j[2], r[8])
   return 1
+end
+
+-- a job paused until `read`: active again, back at its kept slot (misfire policy applies)
+local function resume(member, read)
+  redis.call('ZREM', due, member)
+  local id = string.sub(member, 3)
+  local jkey = job_prefix .. id
+  local j = redis.call('HMGET', jkey, 'state', 'until', 'next')
+  if j[1] ~= 'paused' or tonumber(j[2]) ~= tonumber(read) then return 0 end  -- resumed or re-paused since
+  redis.call('HDEL', jkey, 'until')
+  if j[3] and j[3] ~= '' then
+    redis.call('HSET', jkey, 'state', 'active')
+    add[#add + 1], add[#add + 2] = j[3], id
+    event('k', 'job', 'j', id, 'st', 'active', 'why', 'resumed')
+  else
+    end_job(jkey, id, 'done', {})
+  end
+  return 0
+end
+
+-- overlap replace: the unfinished run is cancelled (a running one through its worker)
+local function replace(run_id)
+  local rkey = run_prefix .. run_id
+  local r = redis.call('HMGET', rkey, 'st', 'job', 'slot', 'att')
+  if r[1] == 'queued' or r[1] == 'retrying' then
+    redis.call('ZREM', due, 'r:' .. run_id)
+    redis.call('HSET', rkey, 'st', 'cancelled', 'end', now)
+    event('k', 'run', 'r', run_id, 'j', r[2], 'st', 'cancelled', 'att', r[4], 'end', now,
+      'slot', r[3], 'why', 'replaced')
+  elseif r[1] == 'running' then
+    redis.call('HSET', rkey, 'cancel', 1)
+    redis.call('PUBLISH', channel, run_id)
+  end
 end
 
 local function active_run(run_id)
@@ -64,47 +111,55 @@ local function active_run(run_id)
   return st == 'queued' or st == 'running' or st == 'retrying'
 end
 
-local function fire_job(id, read, next_ms, fire, skipped)
+local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot)
   local jkey = job_prefix .. id
   local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att',
-    'overlap', 'cur', 'runs')
+    'overlap', 'cur', 'runs', 'maxr', 'conc')
   if j[1] ~= 'active' then rem[#rem + 1] = id return 0 end
   if fire == 1 and j[6] == 'forbid' and active_run(j[7]) then
     fire = 0
-    event('k', 'skip', 'j', id, 'slot', read, 'why', 'overlap', 'n', 1)
+    event('k', 'skip', 'j', id, 'slot', slot, 'why', 'overlap', 'n', 1)
+  elseif fire == 1 and j[6] == 'replace' and j[7] then
+    replace(j[7])
   end
-  local set = {}
+  local set, n = {}, tonumber(j[8] or 0)
   if fire == 1 then
-    local n = tonumber(j[8] or 0) + 1
+    n = n + 1
     local run_id = id .. ':' .. n
-    enqueue(run_id, id, j[2], j[3], 1, j[5], read, j[4])
-    set = {'runs', n, 'cur', run_id, 'last', read}
+    enqueue(run_id, id, j[2], j[3], 1, j[5], slot, j[4], j[10])
+    set = {'runs', n, 'cur', run_id, 'last', slot}
   end
   if skipped > 0 then
-    event('k', 'skip', 'j', id, 'slot', read, 'why', 'misfire', 'n', skipped)
+    event('k', 'skip', 'j', id, 'slot', slot, 'why', 'misfire', 'n', skipped)
   end
+  if j[9] and n >= tonumber(j[9]) then next_ms = -1 end  -- max runs reached
   if next_ms >= 0 then
     add[#add + 1], add[#add + 2] = next_ms, id
-    redis.call('HSET', jkey, 'next', next_ms, unpack(set))
+    redis.call('HSET', jkey, 'next', next_slot, unpack(set))
   else
-    rem[#rem + 1], unlist[#unlist + 1] = id, id
-    redis.call('HSET', jkey, 'state', 'done', 'next', '', unpack(set))
-    redis.call('PEXPIRE', jkey, done_ttl)
-    event('k', 'job', 'j', id, 'st', 'done')
+    rem[#rem + 1] = id
+    end_job(jkey, id, 'done', set)
   end
   return fire
 end
 
 local fired = 0
-for i = 8, #ARGV, 5 do
+for i = 9, #ARGV, 7 do
   local member, read = ARGV[i], ARGV[i + 1]
   local score = redis.call('ZSCORE', due, member)
   if score and tonumber(score) == tonumber(read) then
-    if string.sub(member, 1, 2) == 'r:' then
+    local kind = string.sub(member, 1, 2)
+    if kind == 'r:' then
       fired = fired + fire_retry(member)
+    elseif kind == 'u:' then
+      resume(member, score)
     else
-      fired = fired + fire_job(member, read, tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
-        tonumber(ARGV[i + 4]))
+      local nxt = tonumber(ARGV[i + 2])
+      local slot, next_slot = ARGV[i + 5], ARGV[i + 6]
+      if slot == '' then slot = read end
+      if next_slot == '' then next_slot = nxt end
+      fired = fired + fire_job(member, read, nxt, tonumber(ARGV[i + 3]),
+        tonumber(ARGV[i + 4]), slot, next_slot)
     end
   end
 end

@@ -12,15 +12,18 @@
 -- ARGV[7] ttl_ms       int    run state expires this long after it ends
 -- ARGV[8] maxlen       int    events and dead stream cap
 -- ARGV[9] ended        str    final statuses, space-separated (models.TERMINAL)
+-- ARGV[10] held_prefix str    tagged prefix; Derived: <held_prefix><job id> ZSET (slots held)
+-- A re-run keeps its job slot; an ending releases it, so a dead worker never leaks one.
 -- Returns: flat {entry_id, run_id, job_id, attempt, slot, payload, ...} to execute now
 local stream, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local now, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local min_idle, count, run_prefix = ARGV[4], ARGV[5], ARGV[6]
-local ttl, maxlen = ARGV[7], ARGV[8]
+local ttl, maxlen, held_prefix = ARGV[7], ARGV[8], ARGV[10]
 local ended = {}
 for st in string.gmatch(ARGV[9], '%S+') do ended[st] = true end
 
 local function finish(rkey, run_id, job, st, att, err, slot)
+  redis.call('ZREM', held_prefix .. job, run_id)  -- its job slot, if it held one
   redis.call('HSET', rkey, 'st', st, 'err', err, 'end', now)
   redis.call('PEXPIRE', rkey, ttl)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,

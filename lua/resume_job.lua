@@ -25,6 +25,8 @@ else
   state = 'done'
 end
 redis.call('HSET', jkey, 'state', state)
+redis.call('HDEL', jkey, 'until')
+redis.call('ZREM', due, 'u:' .. id)  -- a timed resume no longer due
 redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'job', 'j', id,
   'st', state)
 return 1

@@ -12,14 +12,16 @@ local now, job_prefix, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3], ARG
 local id, maxlen = ARGV[5], ARGV[6]
 
 local jkey = job_prefix .. id
-local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att')
+local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att', 'conc')
 if not j[1] then return -1 end
 if j[1] == 'cancelled' then return -2 end
 local run_id = id .. ':' .. redis.call('HINCRBY', jkey, 'runs', 1)
 local entry = redis.call('XADD', queue_prefix .. j[2], '*', 'r', run_id, 'j', id, 'att', 1,
   'slot', now, 'spec', j[4])
-redis.call('HSET', run_prefix .. run_id, 'job', id, 'queue', j[2], 'tenant', j[3],
-  'st', 'queued', 'att', 1, 'max', j[5], 'slot', now, 'enq', now, 'entry', entry)
+local f = {'job', id, 'queue', j[2], 'tenant', j[3], 'st', 'queued', 'att', 1,
+  'max', j[5], 'slot', now, 'enq', now, 'entry', entry}
+if j[6] then f[#f + 1], f[#f + 2] = 'lim', j[6] end  -- the job's concurrency limit
+redis.call('HSET', run_prefix .. run_id, unpack(f))
 redis.call('HSET', jkey, 'cur', run_id)
 redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 't', now, 'k', 'run', 'r', run_id,
   'j', id, 'st', 'queued', 'att', 1, 'q', j[2], 'tn', j[3], 'slot', now, 'enq', now,

@@ -17,7 +17,7 @@ from rsched.codec import encode
 from rsched.engine import Engine
 from rsched.engine.catalog import index_member
 from rsched.errors import Code, DuplicateJob, JobNotFound, ValidationError
-from rsched.limits import MAX_SPEC_BYTES
+from rsched.limits import MAX_SPEC_BYTES, MAX_TIME_MS
 from rsched.models import DeadLetter, Job, JobDef, JobState, Run, Schedule, Status
 from rsched.names import (
     validate_job_id,
@@ -31,6 +31,9 @@ from rsched.tasks import TaskRegistry
 from rsched.timing import first_fire, preview, validate_schedule
 
 log = logging.getLogger(__name__)
+# A unique key's claim whose job is not in Redis yet is live this long (its creator is
+# between claiming the key and creating the job); past it, a new job may take the key.
+UNIQUE_CREATE_MS = 30_000
 
 
 class Client:
@@ -85,23 +88,49 @@ class Client:
 
     async def schedule(self, job: JobDef) -> str:
         """Create a job; returns its id. Raises DuplicateJob if the id (or the job's name
-        in its tenant) exists."""
+        in its tenant) exists. A job with a ``unique_key`` its tenant already holds is not
+        created: the holder's id is returned (docs/tasks.md, "Unique jobs")."""
         now = await self.clock.now_ms()
         await self._validate(job, now)
         job_id = job.id or uuid.uuid4().hex
-        if job.name:
-            await self._claim_name(job.tenant, job.name, job_id)
-        await self.engine.catalog.index_job(job.tenant, job_id, now, job.queue)
+        claim = f"{job_id} {now}"
+        if job.unique_key:
+            holder = await self._claim_unique(job.tenant, job.unique_key, claim, now)
+            if holder is not None:
+                return holder
         try:
-            await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
-                                                next_ms=first_fire(job.schedule, now),
-                                                expect_version=0)
+            if job.name:
+                await self._claim_name(job.tenant, job.name, job_id)
+            await self.engine.catalog.index_job(job.tenant, job_id, now, job.queue)
+            try:
+                await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
+                                                    next_ms=first_fire(job.schedule, now),
+                                                    expect_version=0)
+            except BaseException:
+                await self._undo_create(job, job_id, now)
+                raise
         except BaseException:
-            await self._undo_create(job, job_id, now)
+            if job.unique_key:
+                await self.engine.catalog.claim_unique(job.tenant, job.unique_key, claim, None)
             raise
         if job.name or job.labels:
             await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
         return job_id
+
+    async def _claim_unique(self, tenant: str, key: str, claim: str, now: int) -> str | None:
+        """Claim a unique key for a new job (None), or the id of the job holding it. A
+        holder counts while its job hash exists (it ends, then expires done_job_ttl_s
+        later) or while its claim is younger than UNIQUE_CREATE_MS (being created)."""
+        for _ in range(5):  # compare-and-set: retried only when the claim changed meanwhile
+            held = await self.engine.catalog.unique_holder(tenant, key)
+            if held is not None:
+                holder, _, at = held.partition(" ")
+                fresh = now - int(at or 0) < UNIQUE_CREATE_MS
+                if fresh or await self.engine.query.get_job(holder) is not None:
+                    return holder
+            if await self.engine.catalog.claim_unique(tenant, key, held, claim):
+                return None
+        raise DuplicateJob(f"unique key {key!r} is contended", script="claim_name")
 
     async def _undo_create(self, job: JobDef, job_id: str, now: int) -> None:
         await self.engine.catalog.forget(job.tenant, [index_member(now, job_id)])
@@ -132,6 +161,8 @@ class Client:
         now = await self.clock.now_ms()
         for job in jobs:
             self._check(job, now)
+            if job.unique_key:
+                raise ValidationError("unique_key: create unique jobs one by one (schedule)")
         self._warn_unknown({job.task for job in jobs}, await self._known_tasks())
         ids = [job.id or uuid.uuid4().hex for job in jobs]
         await self._claim_names(jobs, ids)
@@ -206,8 +237,12 @@ class Client:
                 break
         return out
 
-    async def pause(self, job_id: str) -> None:
-        await self.engine.jobs.pause_job(job_id, await self.clock.now_ms())
+    async def pause(self, job_id: str, until_ms: int | None = None) -> None:
+        """Pause a job; with ``until_ms`` (epoch ms) it resumes by itself then."""
+        now = await self.clock.now_ms()
+        if until_ms is not None and not now < until_ms <= MAX_TIME_MS:
+            raise ValidationError(f"pause until {until_ms}: must be after now ({now})")
+        await self.engine.jobs.pause_job(job_id, now, until_ms)
 
     async def resume(self, job_id: str) -> None:
         await self.engine.jobs.resume_job(job_id, await self.clock.now_ms())

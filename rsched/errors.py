@@ -87,6 +87,7 @@ class Code(IntEnum):
     RETRYING = 1  # fail_run: the attempt failed, a retry is due
     ENDED = 2  # fail_run: the run ended (failed, dead, timed out)
     SIGNALLED = 2  # cancel_run: the run is running; its worker was told to stop it
+    DEFERRED = 3  # start_runs: a limit is full; the run waits in the due index
     NOT_FOUND = -1
     WRONG_STATE = -2
     FENCED = -3  # lease or attempt superseded

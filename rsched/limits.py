@@ -25,6 +25,12 @@ MAX_BACKOFF_FACTOR = 100.0
 # Encoded size of a job's spec (task name, args, kwargs, retry policy): copied into every
 # run's queue entry, so it is bounded like a message, not like a document.
 MAX_SPEC_BYTES = 1 << 20
+# Longest jitter window of a job: one day.
+MAX_JITTER_MS = 86_400_000
+# Largest count a job may name (max runs, concurrency).
+MAX_COUNT = 1_000_000_000
+# Length of a job's unique (idempotency) key.
+MAX_UNIQUE_KEY = 200
 # Lengths of names.
 MAX_TASK_NAME = 200
 MAX_TENANT = 128

@@ -14,13 +14,16 @@ import msgspec
 
 from rsched.limits import (
     MAX_BACKOFF_FACTOR,
+    MAX_COUNT,
     MAX_CRON_EXPR,
     MAX_DURATION_S,
     MAX_EVERY_MS,
+    MAX_JITTER_MS,
     MAX_TASK_NAME,
     MAX_TENANT,
     MAX_TIME_MS,
     MAX_TZ_NAME,
+    MAX_UNIQUE_KEY,
 )
 
 # Bounds: docs/decisions.md "Input limits" (rsched/limits.py says why).
@@ -69,6 +72,7 @@ class Misfire(StrEnum):
 class Overlap(StrEnum):
     ALLOW = "allow"
     FORBID = "forbid"  # skip a slot while the previous run is unfinished
+    REPLACE = "replace"  # cancel the unfinished run, then start the slot's run
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -87,6 +91,9 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # A lone due slot late by at most this is on time (docs/decisions.md, misfires).
     grace_s: DurationS = 60.0
     catch_up_max: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
+    # Each slot fires up to this much late, by an offset stable per (job, slot): jobs that
+    # share a slot spread over the window (docs/tasks.md, "Execution controls").
+    jitter_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_JITTER_MS)] = 0
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -117,6 +124,12 @@ class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     overlap: Overlap = Overlap.ALLOW
     name: str | None = None  # unique within the tenant while the job is not cancelled
     labels: dict[str, str] = {}
+    jitter_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_JITTER_MS / 1000)] = 0.0
+    max_runs: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # then done
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # per job
+    # Creating a job with a key its tenant already holds returns that job's id.
+    unique_key: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIQUE_KEY)
+                          ] | None = None
 
     def spec(self) -> JobSpec:
         return JobSpec(task=self.task, args=self.args, kwargs=self.kwargs,
@@ -124,7 +137,7 @@ class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     def trigger(self) -> Trigger:
         return Trigger(schedule=self.schedule, misfire=self.misfire, grace_s=self.grace_s,
-                       catch_up_max=self.catch_up_max)
+                       catch_up_max=self.catch_up_max, jitter_ms=round(self.jitter_s * 1000))
 
 
 class JobState(StrEnum):
@@ -171,6 +184,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     labels: dict[str, str] = {}
     created_ms: int | None = None
+    max_runs: int | None = None
+    concurrency: int | None = None
+    paused_until_ms: int | None = None
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):

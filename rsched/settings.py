@@ -93,6 +93,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     run_ttl_s: Seconds = 3600.0  # run state kept in Redis after it ends
     trim_every_s: Seconds = 5.0  # how often acked queue entries are trimmed
     threads: Annotated[int, Meta(ge=1, le=4096)] = 32  # pool for synchronous task callables
+    limit_retry_s: Seconds = 0.2  # a run refused by a full concurrency limit waits this long
     modules: list[Module] = []  # task modules imported at start
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ day of week are ANDed when either starts with ``*``, ORed when both are restrict
 
 from __future__ import annotations
 
+import hashlib
 from copy import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -167,6 +168,16 @@ def decide(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
     if trigger.misfire is Misfire.FIRE_ONCE and _due_within(sched, slot_ms, now_ms, grace_ms):
         return FireDecision(True, nxt, due - 1)
     return FireDecision(False, nxt, due)
+
+
+def jitter_offset_ms(job_id: str, slot_ms: int, jitter_ms: int) -> int:
+    """How late a job fires its slot: in 0..jitter_ms, spread evenly over jobs and slots
+    (a hash of both), yet the same for every process that asks (the due score is the
+    slot plus this, and the compare-and-set of fire_due reads it back)."""
+    if jitter_ms <= 0:
+        return 0
+    digest = hashlib.blake2b(f"{job_id}@{slot_ms}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (jitter_ms + 1)
 
 
 def _anchored(sched: Schedule, slot_ms: int) -> Schedule:

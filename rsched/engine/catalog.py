@@ -99,6 +99,20 @@ class Catalog(Part):
                                      "job_id": job_id or ""})
         return int(code) == Code.DONE
 
+    async def unique_holder(self, tenant: str, key: str) -> str | None:
+        """The claim on a job's unique key: "<job id> <claimed ms>", or None."""
+        holder = await self.redis.hget(self.core.tenant_keys(tenant).unique, key)
+        return None if holder is None else text(holder)
+
+    async def claim_unique(self, tenant: str, key: str, expect: str | None,
+                           claim: str | None) -> bool:
+        """Compare-and-set a unique key's claim (claim_name.lua on the tenant's unique
+        keys; ``claim`` None releases it)."""
+        code = await self.core.call("claim_name", {"names": self.core.tenant_keys(tenant).unique},
+                                    {"name": key, "expect": expect or "",
+                                     "job_id": claim or ""})
+        return int(code) == Code.DONE
+
     async def tenant_queues(self, tenant: str) -> list[str]:
         queues = await self.redis.smembers(self.core.tenant_keys(tenant).queues)
         return sorted(text(q) for q in queues)

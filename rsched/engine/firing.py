@@ -24,8 +24,8 @@ class Firing(Part):
     @staticmethod
     def _parse_peek(res: list[Any]) -> tuple[int | None, list[DueItem]]:
         head = int(float(res[0]))
-        items = [DueItem(text(res[i]), text(res[i + 1]), res[i + 2])
-                 for i in range(1, len(res), 3)]
+        items = [DueItem(text(res[i]), text(res[i + 1]), res[i + 2], text(res[i + 3]))
+                 for i in range(1, len(res), 4)]
         return (None if head < 0 else head), items
 
     def _fire_args(self, shard: int, now_ms: int, owner: str, fires: Sequence[Fire]
@@ -34,12 +34,14 @@ class Firing(Part):
         flat: list[Any] = []
         for f in fires:
             flat += [f.member, f.read_score, -1 if f.next_ms is None else f.next_ms,
-                     1 if f.fire else 0, f.skipped]
+                     1 if f.fire else 0, f.skipped,
+                     "" if f.slot_ms is None else f.slot_ms,
+                     "" if f.next_slot_ms is None else f.next_slot_ms]
         return {"due": k.due, "events": k.events, "lease": k.lease, "jobs": k.jobs}, {
             "now_ms": now_ms, "job_prefix": k.job_prefix, "run_prefix": k.run_prefix,
             "queue_prefix": k.queue_prefix, "owner": owner, "maxlen": self.core.maxlen,
             "done_ttl_ms": self.core.done_ttl_ms,
-            "items": flat}
+            "channel": self.global_keys.cancel_channel, "items": flat}
 
     async def fire_and_peek(self, now_ms: int, owner: str, fires: dict[int, Sequence[Fire]],
                             peek: Sequence[int], limit: int

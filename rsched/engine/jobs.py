@@ -17,11 +17,24 @@ from rsched.engine.types import text
 from rsched.errors import Code, raise_for_code
 from rsched.models import JobDef
 from rsched.names import validate_job_id, validate_queue
+from rsched.timing import jitter_offset_ms
 
 
 def check_job(job_id: str, d: JobDef) -> None:
     validate_job_id(job_id)
     validate_queue(d.queue)
+
+
+def due_ms(job_id: str, d: JobDef, slot_ms: int) -> int:
+    """The due score of a slot: the slot itself, later by the job's jitter offset."""
+    return slot_ms + jitter_offset_ms(job_id, slot_ms, round(d.jitter_s * 1000))
+
+
+def _controls(job_id: str, d: JobDef, next_ms: int | None) -> dict[str, Any]:
+    """schedule_job's arguments for the execution controls ('' = not used)."""
+    return {"next_slot": "" if next_ms is None else next_ms,
+            "max_runs": "" if d.max_runs is None else d.max_runs,
+            "conc": "" if d.concurrency is None else d.concurrency}
 
 
 class Jobs(Part):
@@ -31,12 +44,13 @@ class Jobs(Part):
         k = self.core.keys_for(job_id)
         return {"due": k.due, "events": k.events, "jobs": k.jobs}, {
             "now_ms": now_ms, "job_prefix": k.job_prefix, "job_id": job_id,
-            "next_ms": -1 if next_ms is None else next_ms, "expect_ver": expect_version,
+            "next_ms": -1 if next_ms is None else due_ms(job_id, d, next_ms),
+            "expect_ver": expect_version,
             "spec": codec.encode(d.spec()), "sched": codec.encode(d.trigger()),
             "queue": d.queue, "tenant": d.tenant, "max_att": d.retry.max_attempts,
             "overlap": d.overlap.value, "maxlen": self.core.maxlen,
             "wake": self.global_keys.wake_channel,
-            "shard": k.shard}
+            "shard": k.shard, **_controls(job_id, d, next_ms)}
 
     async def schedule_job(self, job_id: str, d: JobDef, *, now_ms: int, next_ms: int | None,
                            expect_version: int) -> int:
@@ -103,10 +117,12 @@ class Jobs(Part):
             "channel": self.global_keys.cancel_channel,
             "done_ttl_ms": self.core.done_ttl_ms})
 
-    async def pause_job(self, job_id: str, now_ms: int) -> None:
+    async def pause_job(self, job_id: str, now_ms: int, until_ms: int | None = None) -> None:
+        """Pause a job; with ``until_ms``, it resumes by itself at that instant."""
         k = self.core.keys_for(job_id)
-        await self._job_op("pause_job", job_id, {"due": k.due, "events": k.events},
-                           {"now_ms": now_ms})
+        await self._job_op("pause_job", job_id, {"due": k.due, "events": k.events}, {
+            "now_ms": now_ms, "until_ms": -1 if until_ms is None else until_ms,
+            "wake": self.global_keys.wake_channel, "shard": k.shard})
 
     async def resume_job(self, job_id: str, now_ms: int) -> None:
         k = self.core.keys_for(job_id)

@@ -20,6 +20,8 @@ WORKER_GROUP = "workers"
 ARCHIVER_GROUP = "archivers"
 # Due-index members with this prefix are retries of a run, not jobs.
 RETRY_PREFIX = "r:"
+# Due-index members with this prefix resume a job paused until their score.
+RESUME_PREFIX = "u:"
 
 
 
@@ -104,6 +106,13 @@ class ShardKeys:
         return self.queue_prefix + validate_queue(queue)
 
     @cached_property
+    def held_prefix(self) -> str:  # ZSET per job: <held_prefix><job id>, run id -> start ms:
+        return f"{self.tag}:held:"  # the job's concurrency slots taken (start_runs)
+
+    def held(self, job_id: str) -> str:
+        return self.held_prefix + job_id
+
+    @cached_property
     def events(self) -> str:  # STREAM  every job and run transition (archived to PostgreSQL)
         return f"{self.tag}:events"
 
@@ -140,6 +149,10 @@ class TenantKeys:
     @cached_property
     def names(self) -> str:  # HASH  unique job name -> job id
         return f"{self.tag}:names"
+
+    @cached_property
+    def unique(self) -> str:  # HASH  unique key -> "<job id> <claimed ms>" (claim_name CAS)
+        return f"{self.tag}:unique"
 
     @cached_property
     def queues(self) -> str:  # SET   queue names this tenant's jobs use

@@ -38,25 +38,27 @@ class Runs(Part):
                 out.append(delivery(shard, queue, entry_id, f))
         return out
 
-    def _start_args(self, shard: int, now_ms: int, worker: str, runs: Sequence[Delivery]
-                    ) -> tuple[dict[str, str], dict[str, Any]]:
+    def _start_args(self, shard: int, now_ms: int, worker: str, runs: Sequence[Delivery],
+                    defer_ms: int) -> tuple[dict[str, str], dict[str, Any]]:
         k = self.shard_keys[shard]
         flat: list[Any] = []
         for d in runs:
             flat += [d.run_id, d.attempt, d.entry_id]
-        return {"events": k.events}, {
+        return {"events": k.events, "due": k.due}, {
             "now_ms": now_ms, "run_prefix": k.run_prefix, "queue_prefix": k.queue_prefix,
-            "group": WORKER_GROUP, "worker": worker, "maxlen": self.core.maxlen, "items": flat}
+            "group": WORKER_GROUP, "worker": worker, "maxlen": self.core.maxlen,
+            "held_prefix": k.held_prefix, "defer_ms": defer_ms, "items": flat}
 
-    async def start_runs(self, now_ms: int, worker: str,
-                              by_shard: dict[int, list[Delivery]]) -> dict[int, list[int]]:
-        """start_runs for several shards in one pipelined round trip; codes by shard."""
+    async def start_runs(self, now_ms: int, worker: str, by_shard: dict[int, list[Delivery]],
+                         defer_ms: int = 200) -> dict[int, list[int]]:
+        """start_runs for several shards in one pipelined round trip; codes by shard. A
+        run whose job's concurrency limit is full is deferred by ``defer_ms``."""
         order = [s for s, runs in by_shard.items() if runs]
 
         def build(pipe: Any) -> None:
             for s in order:
-                self.core.scripts.queue(pipe, "start_runs",
-                                   *self._start_args(s, now_ms, worker, by_shard[s]))
+                self.core.scripts.queue(pipe, "start_runs", *self._start_args(
+                    s, now_ms, worker, by_shard[s], defer_ms))
 
         replies = await self.core.scripts.execute(self.redis, build)
         return {s: list(r) for s, r in zip(order, replies, strict=True)}
@@ -70,7 +72,7 @@ class Runs(Part):
         return {"events": k.events}, {
             "now_ms": now_ms, "run_prefix": k.run_prefix, "queue_prefix": k.queue_prefix,
             "group": WORKER_GROUP, "ttl_ms": ttl_ms, "maxlen": self.core.maxlen,
-            "ended": TERMINAL_ARG, "items": flat}
+            "ended": TERMINAL_ARG, "held_prefix": k.held_prefix, "items": flat}
 
     async def complete_runs(self, now_ms: int, ttl_ms: int,
                             by_shard: dict[int, list[Outcome]]) -> list[int]:
@@ -93,7 +95,8 @@ class Runs(Part):
             "now_ms": now_ms, "run_prefix": k.run_prefix, "queue_prefix": k.queue_prefix,
             "group": WORKER_GROUP, "ttl_ms": ttl_ms, "maxlen": self.core.maxlen, "run_id": run_id,
             "attempt": attempt, "error": error[:2000],
-            "retry_at_ms": -1 if retry_at_ms is None else retry_at_ms, "final": final.value})
+            "retry_at_ms": -1 if retry_at_ms is None else retry_at_ms, "final": final.value,
+            "held_prefix": k.held_prefix})
         if int(res) == Code.RETRYING and retry_at_ms is not None:
             # Schedulers peek only shards whose head is due between full scans: tell them
             # about the retry's slot. Best effort; the outcome is already recorded and the
@@ -109,7 +112,8 @@ class Runs(Part):
                                                    "dead": k.dead}, {
             "now_ms": now_ms, "group": WORKER_GROUP, "consumer": consumer,
             "min_idle_ms": min_idle_ms, "count": count, "run_prefix": k.run_prefix,
-            "ttl_ms": ttl_ms, "maxlen": self.core.maxlen, "ended": TERMINAL_ARG})
+            "ttl_ms": ttl_ms, "maxlen": self.core.maxlen, "ended": TERMINAL_ARG,
+            "held_prefix": k.held_prefix})
         return [Delivery(shard, queue, text(res[i]), text(res[i + 1]), text(res[i + 2]),
                          int(res[i + 3]), int(res[i + 4]), res[i + 5])
                 for i in range(0, len(res), 6)]

@@ -91,11 +91,18 @@ JOB = Record("job hash <job_prefix><job id>", [
     F("queue", "queue", str, "queue its runs go to", "schedule_job, restore_job"),
     F("tenant", "tenant", str, "owner tenant", "schedule_job, restore_job"),
     F("max_att", "max_attempts", int, "attempts a run gets", "schedule_job, restore_job"),
-    F("overlap", "overlap", str, "allow | forbid: a slot while a run is active",
+    F("overlap", "overlap", str, "allow | forbid | replace: a slot while a run is active",
       "schedule_job, restore_job"),
     F("state", "state", str, "active | paused | done | cancelled",
       "schedule_job, pause_job, resume_job, cancel_job, fire_due, restore_job"),
-    F("next", "next_ms", int, "next fire (epoch ms); empty when none", "schedule_job, fire_due"),
+    F("next", "next_ms", int, "next slot (epoch ms, before jitter); empty when none",
+      "schedule_job, fire_due"),
+    F("maxr", "max_runs", int, "the job is done once it has made this many runs (optional)",
+      "schedule_job"),
+    F("conc", "concurrency", int, "runs of the job running at once, at most (optional)",
+      "schedule_job"),
+    F("until", "paused_until_ms", int, "a paused job resumes at this instant (optional)",
+      "pause_job, resume_job, fire_due"),
     F("created", "created_ms", int, "creation time (epoch ms)", "schedule_job, restore_job"),
     F("updated", "updated_ms", int, "last definition change (epoch ms)", "schedule_job"),
     F("runs", "runs", int, "runs created so far; run ids are <job id>:<n>",
@@ -127,7 +134,11 @@ RUN = Record("run hash <run_prefix><run id>", [
       "complete_runs, fail_run, reclaim_runs, cancel_job, fire_due"),
     F("err", "error", str, "last error (capped)", "fail_run, reclaim_runs"),
     F("res", "result", str, "the handler's result (capped JSON)", "complete_runs"),
-    F("cancel", "cancel_requested", str, "'1': cancel asked while running", "cancel_job"),
+    F("cancel", "cancel_requested", str, "'1': cancel asked while running",
+      "cancel_job, cancel_run, fire_due (overlap replace)"),
+    F("lim", "concurrency", int, "its job's concurrency limit, copied at fire (optional): "
+      "start_runs holds a slot of <run_prefix>held:<job id> while it runs",
+      "fire_due, run_now"),
 ])
 
 QUEUE_ENTRY = Record("queue stream entry <queue_prefix><queue>", [
@@ -156,8 +167,10 @@ EVENT = Record("events stream entry <tag>:events (archived to PostgreSQL)", [
     F("w", "worker", str, "consumer", "start_runs, reclaim_runs"),
     F("err", "error", str, "error text", "fail_run, reclaim_runs, cancel_job"),
     F("res", "result", str, "result text", "complete_runs"),
-    F("why", "why", str, "run_now | reclaimed (run events); overlap | misfire | paused "
-      "(skips)", "run_now, reclaim_runs, fire_due"),
+    F("why", "why", str, "run_now | reclaimed | replaced | limited (run events); overlap | "
+      "misfire | paused (skips); resumed (job events)",
+      "run_now, reclaim_runs, fire_due, start_runs"),
+    F("until", "paused_until_ms", int, "a timed pause's resume instant", "pause_job"),
     F("retry", "retry_at_ms", int, "when a retry is due", "fail_run"),
     F("n", "count", int, "slots a skip stands for", "fire_due"),
     F("ver", "version", int, "job version", "schedule_job"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from rsched.engine.keys import RETRY_PREFIX
+from rsched.engine.keys import RESUME_PREFIX, RETRY_PREFIX
 from rsched.engine.schema import DEAD_LETTER, QUEUE_ENTRY, RUN
 from rsched.models import DeadLetter, Run, RunStatus
 
@@ -22,10 +22,16 @@ class DueItem:
     member: str  # job id, or "r:<run id>" for a retry
     score: str  # exactly as read: the compare-and-set token for fire_due
     sched: bytes  # Trigger blob; b"" for retries
+    slot: str = ""  # the job's unjittered next slot (its `next` field); "" = the score
 
     @property
     def is_retry(self) -> bool:
-        return self.member.startswith(RETRY_PREFIX)
+        """A retry or a timed resume: fire_due handles it alone (no trigger to decide)."""
+        return self.member.startswith((RETRY_PREFIX, RESUME_PREFIX))
+
+    @property
+    def is_resume(self) -> bool:
+        return self.member.startswith(RESUME_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,8 @@ class Fire:
     next_ms: int | None
     fire: bool = True
     skipped: int = 0
+    slot_ms: int | None = None  # the slot fired when the due score is jittered
+    next_slot_ms: int | None = None  # the next slot when next_ms is jittered
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from rsched.engine import DueItem, Engine, Fire
 from rsched.errors import Code, SerializationError
 from rsched.models import Trigger
 from rsched.settings import SchedulerSettings
-from rsched.timing import FireDecision, decide
+from rsched.timing import FireDecision, decide, jitter_offset_ms
 
 log = logging.getLogger(__name__)
 # A due job whose trigger cannot be decoded is moved this far ahead (and logged each time).
@@ -122,8 +122,8 @@ class Scheduler:
 
     def _plan(self, item: DueItem, now: int,
               memo: dict[tuple[bytes, str], FireDecision]) -> Fire:
-        if item.is_retry:
-            return Fire(item.member, item.score, None)
+        if item.is_retry:  # a timed resume puts its job back due now: peek again
+            return Fire(item.member, item.score, now if item.is_resume else None)
         if not item.sched:  # job hash gone: fire_due drops the orphaned due entry
             return Fire(item.member, item.score, None, fire=False)
         key = (item.sched, item.score)
@@ -132,6 +132,8 @@ class Scheduler:
             trigger = self._trigger(item)
             if trigger is None:  # park it a minute later so it cannot block the shard
                 return Fire(item.member, item.score, now + PARK_MS, fire=False)
+            if trigger.jitter_ms:
+                return _jittered(item, trigger, now)
             d = memo[key] = decide(trigger, int(float(item.score)), now)
         return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped)
 
@@ -234,6 +236,19 @@ class Scheduler:
                     break
             await self.engine.firing.forget_scheduler(self.owner)
         self.owned.clear()
+
+
+def _jittered(item: DueItem, trigger: Trigger, now: int) -> Fire:
+    """A jittered job: its due score is its slot (the job's `next`) plus an offset. The
+    run keeps the slot (exactly once per slot); lateness counts from the jittered time."""
+    score = int(float(item.score))
+    slot = int(item.slot) if item.slot else score
+    d = decide(trigger, slot, now - (score - slot))
+    due = None
+    if d.next_ms is not None:
+        due = d.next_ms + jitter_offset_ms(item.member, d.next_ms, trigger.jitter_ms)
+    return Fire(item.member, item.score, due, d.fire, d.skipped, slot_ms=slot,
+                next_slot_ms=d.next_ms)
 
 
 def _due(head: int | None, now: int) -> bool:

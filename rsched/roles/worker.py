@@ -116,7 +116,8 @@ class Worker:
         for d in runs:
             by_shard.setdefault(d.shard, []).append(d)
         started = 0
-        codes_by_shard = await self.engine.runs.start_runs(now, self.id, by_shard)
+        codes_by_shard = await self.engine.runs.start_runs(
+            now, self.id, by_shard, int(self.cfg.limit_retry_s * 1000))
         for shard, codes in codes_by_shard.items():
             for d, code in zip(by_shard[shard], codes, strict=True):
                 if code == Code.OK:

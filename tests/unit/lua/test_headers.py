@@ -43,8 +43,9 @@ def test_parse_rejects_gaps() -> None:
 def test_order_raises_on_missing_or_extra_names_before_any_round_trip() -> None:
     s = SCRIPTS["pause_job"]
     keys = {"due": "a", "events": "b"}
-    args: dict[str, Any] = {"now_ms": 1, "job_prefix": "p", "job_id": "j", "maxlen": 5}
-    assert s.order(keys, args) == ["a", "b", 1, "p", "j", 5]
+    args: dict[str, Any] = {"now_ms": 1, "job_prefix": "p", "job_id": "j", "maxlen": 5,
+                            "until_ms": -1, "wake": "w", "shard": 3}
+    assert s.order(keys, args) == ["a", "b", 1, "p", "j", 5, -1, "w", 3]
     with pytest.raises(ScriptError, match="args"):
         s.order(keys, {**args, "extra": 1})
     with pytest.raises(ScriptError, match="keys"):
