@@ -95,6 +95,11 @@ class Client:
         validate_labels(job.labels)
         validate_schedule(job.schedule, now_ms)
 
+    @staticmethod
+    def check_def(job: JobDef, now_ms: int) -> None:
+        """Every check of a definition that needs no Redis (raises ValidationError)."""
+        Client._check(job, now_ms)
+
     async def schedule(self, job: JobDef) -> str:
         """Create a job; returns its id. Raises DuplicateJob if the id (or the job's name
         in its tenant) exists."""

@@ -11,6 +11,7 @@ Like `kubectl apply`: jobs match by name; a job's pause state is not part of the
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ from rsched.cli.common import (
 )
 from rsched.cli.output import emit_json, progress
 from rsched.client import Client
-from rsched.errors import RschedError
+from rsched.errors import RschedError, ValidationError
 from rsched.models import JobDef, JobState
 
 
@@ -124,6 +125,18 @@ def _read(path: str) -> str:
         fail(f"--file {path}: {exc.strerror or exc}")
 
 
+def _checked_file(text: str, tenant: str) -> list[JobDef]:
+    """The file's jobs, each fully checked before anything is planned or changed."""
+    desired = jobfile.load(text, tenant)
+    now = int(time.time() * 1000)
+    for i, d in enumerate(desired):
+        try:
+            Client.check_def(d, now)
+        except ValidationError as exc:
+            raise ValidationError(f"job file: `$.jobs[{i}]` ({d.name}): {exc}") from None
+    return desired
+
+
 FileOpt = Annotated[str, typer.Option("--file", "-f", help="job file (YAML); - for stdin")]
 
 
@@ -134,7 +147,7 @@ def apply(file: FileOpt, redis_url: RedisUrl = None, tenant: Tenant = "default",
           as_json: Json = False) -> None:
     """Make the tenant's named jobs equal to a job file: create, update what changed and,
     with --prune, cancel the named jobs it no longer lists. Prints the plan first."""
-    desired = checked(lambda: jobfile.load(_read(file), tenant))
+    desired = checked(lambda: _checked_file(_read(file), tenant))
 
     async def go(c: Client) -> tuple[Plan, Outcome | None]:
         plan = await make_plan(c, tenant, desired, prune)

@@ -33,6 +33,16 @@ from rsched.models import (
 Duration = str | float
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps: an unquoted `2027-01-01T09:00Z` stays text and
+    is read as an instant like every other (a bare date would lose its offset)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 class FileRetry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                 forbid_unknown_fields=True):
     max_attempts: int = 3
@@ -72,7 +82,7 @@ class JobFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def load(text: str, tenant: str) -> list[JobDef]:
     """The jobs of a file, checked: shape, one schedule each, unique names."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ValidationError(f"job file: not YAML: {' '.join(str(exc).split())}") from None
     try:

@@ -63,3 +63,27 @@ class Cli:
                 await c.close()
 
         return asyncio.run(go())
+
+
+def fail_runs(cli: Cli, queue: str = "default") -> None:
+    """A real worker takes every queued run of ``queue``; task ``boom`` fails fatally, so
+    each of its runs is dead-lettered."""
+    from rsched.clock import FakeClock
+    from rsched.errors import Fatal
+    from rsched.tasks import TaskRegistry
+    from tests.support import system
+
+    reg = TaskRegistry()
+
+    @reg.task(name="boom")
+    async def boom() -> None:
+        raise Fatal("it broke")
+
+    async def go(c: Client) -> None:
+        w = system.worker(c.engine, FakeClock(), reg, queues=[queue])
+        await w.start()
+        await w.tick(block_ms=None)
+        await w.drain()
+        await w.stop(0)
+
+    cli.client(go)
