@@ -7,18 +7,28 @@ Must not: format keys or run tasks.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
 
 from rsched.clock import Clock
 from rsched.codec import encode
 from rsched.engine import Engine
-from rsched.engine.catalog import index_member
-from rsched.errors import Code, DuplicateJob, JobNotFound, ValidationError
+from rsched.engine.catalog import QueueFigures, index_member, member_job
+from rsched.errors import Code, DuplicateJob, InvalidTransition, JobNotFound, ValidationError
 from rsched.limits import MAX_SPEC_BYTES, MAX_TIME_MS
-from rsched.models import DeadLetter, Job, JobDef, JobState, Run, Schedule, Status
+from rsched.models import (
+    DeadLetter,
+    Job,
+    JobDef,
+    JobState,
+    Run,
+    Schedule,
+    ShardLease,
+    Status,
+)
 from rsched.names import (
     validate_job_id,
     validate_job_name,
@@ -34,6 +44,8 @@ log = logging.getLogger(__name__)
 # A unique key's claim whose job is not in Redis yet is live this long (its creator is
 # between claiming the key and creating the job); past it, a new job may take the key.
 UNIQUE_CREATE_MS = 30_000
+DEAD_ID = re.compile(r"^(\d{1,16}-\d{1,16})~(.+)$")  # "<stream entry id>~<job id>"
+DEAD_SCAN_MAX = 100_000  # dead letters one filtered listing examines at most
 
 
 class Client:
@@ -85,6 +97,11 @@ class Client:
             validate_job_name(job.name)
         validate_labels(job.labels)
         validate_schedule(job.schedule, now_ms)
+
+    @staticmethod
+    def check_def(job: JobDef, now_ms: int) -> None:
+        """Every check of a definition that needs no Redis (raises ValidationError)."""
+        Client._check(job, now_ms)
 
     async def schedule(self, job: JobDef) -> str:
         """Create a job; returns its id. Raises DuplicateJob if the id (or the job's name
@@ -226,6 +243,10 @@ class Client:
             raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
         return job
 
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Several jobs in one round trip; None where a job is gone."""
+        return await self.engine.query.get_jobs(job_ids)
+
     async def list_jobs(self, *, after: str = "", limit: int = 100) -> list[str]:
         """Job ids, shard by shard in creation order; pass the last id as ``after``."""
         out: list[str] = []
@@ -272,3 +293,77 @@ class Client:
         now = await self.clock.now_ms()
         validate_schedule(schedule, now)
         return preview(schedule, now, count)
+
+    # -- operator views (the CLI; the API filters the same data by tenant) ---------------
+    async def tenant_jobs(self, tenant: str, *, batch: int = 500) -> AsyncIterator[Job]:
+        """Every job of a tenant still in Redis (any state), in creation order."""
+        after = ""
+        while members := await self.engine.catalog.scan_jobs(tenant, after, batch):
+            jobs = await self.engine.query.get_jobs([member_job(m) for m in members])
+            for job in jobs:
+                if job is not None and job.tenant == tenant:
+                    yield job
+            after = members[-1]
+
+    async def named_jobs(self, tenant: str) -> dict[str, Job]:
+        """A tenant's named jobs that hold their name (not cancelled), by name."""
+        return {j.name: j async for j in self.tenant_jobs(tenant)
+                if j.name and j.state is not JobState.CANCELLED}
+
+    async def queues(self, tenant: str | None = None) -> list[QueueFigures]:
+        """Depth, pending, oldest pending age and rate of every queue (or a tenant's)."""
+        names = (await self.engine.catalog.tenant_queues(tenant) if tenant
+                 else await self.engine.query.queue_names())
+        return await self.engine.catalog.queue_figures(names, await self.clock.now_ms())
+
+    async def shard_leases(self) -> list[ShardLease]:
+        return await self.engine.query.shard_leases()
+
+    async def find_dead(self, match: Callable[[DeadLetter], bool], limit: int,
+                        before: str = "") -> tuple[list[DeadLetter], str | None]:
+        """Dead letters that ``match``, newest first, older than entry ``before``; and the
+        cursor of the next page (None: no more)."""
+        out: list[DeadLetter] = []
+        scanned, cursor = 0, before
+        while scanned < DEAD_SCAN_MAX:
+            page, nxt = await self.engine.catalog.dead_page(cursor, max(limit * 2, 100))
+            for d in page:
+                scanned, cursor = scanned + 1, d.entry_id
+                if match(d):
+                    out.append(d)
+                    if len(out) == limit:
+                        return out, cursor
+            if nxt is None:
+                return out, None
+        return out, cursor
+
+    @staticmethod
+    def check_dead_id(dead_id: str) -> tuple[str, str]:
+        """(entry id, job id) of a dead letter id, ``<entry id>~<job id>`` (as listed)."""
+        m = DEAD_ID.match(dead_id)
+        if not m:
+            raise ValidationError(f"dead letter id {dead_id!r}: use <entry id>~<job id>,"
+                                  " as listed")
+        return m.group(1), validate_job_id(m.group(2))
+
+    async def get_dead(self, dead_id: str) -> DeadLetter | None:
+        entry_id, job_id = self.check_dead_id(dead_id)
+        return await self.engine.catalog.get_dead(job_id, entry_id)
+
+    async def retry_dead(self, letters: Sequence[DeadLetter]) -> tuple[list[str], int]:
+        """Each dead letter becomes a fresh run of its job (attempts from 1) and leaves
+        the dead letters; returns the new run ids and how many were skipped (their job
+        is cancelled or gone: those stay)."""
+        run_ids: list[str] = []
+        done: list[DeadLetter] = []
+        for d in letters:
+            try:
+                run_ids.append(await self.run_now(d.job_id))
+            except (InvalidTransition, JobNotFound):
+                continue
+            done.append(d)
+        await self.engine.catalog.delete_dead(done)
+        return run_ids, len(letters) - len(done)
+
+    async def purge_dead(self, letters: Sequence[DeadLetter]) -> int:
+        return await self.engine.catalog.delete_dead(letters)

@@ -188,6 +188,16 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int | None = None
     paused_until_ms: int | None = None
 
+    def definition(self) -> JobDef:
+        """The JobDef that (re)creates this job as it is now (the input of update)."""
+        return JobDef(
+            id=self.id, task=self.spec.task, schedule=self.trigger.schedule,
+            args=self.spec.args, kwargs=self.spec.kwargs, queue=self.queue,
+            tenant=self.tenant, timeout_s=self.spec.timeout_s, retry=self.spec.retry,
+            misfire=self.trigger.misfire, grace_s=self.trigger.grace_s,
+            catch_up_max=self.trigger.catch_up_max, overlap=self.overlap, name=self.name,
+            labels=self.labels)
+
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
     """A run (one fire of a slot, all its attempts), returned by Client.runs."""
@@ -227,6 +237,14 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
     archive_lag_ms: int  # age of the oldest event no archiver has committed; 0: none
     workers: dict[str, int]  # worker id -> ms since its last heartbeat
     schedulers: dict[str, int]  # scheduler id -> ms since its last heartbeat
+
+
+class ShardLease(msgspec.Struct, frozen=True, kw_only=True):
+    """Who holds a shard's scheduler lease (`rsched status`)."""
+
+    shard: int
+    owner: str | None  # scheduler id; None: no scheduler fires this shard now
+    ttl_ms: int | None  # ms until the lease lapses unless renewed
 
 
 class Role(StrEnum):

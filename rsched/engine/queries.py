@@ -16,7 +16,7 @@ from rsched import codec
 from rsched.engine.core import Part
 from rsched.engine.schema import JOB
 from rsched.engine.types import job_of_run, parse_dead, parse_run, text
-from rsched.models import DeadLetter, Job, JobState, Overlap, Run, Status
+from rsched.models import DeadLetter, Job, JobState, Overlap, Run, ShardLease, Status
 
 _labels = msgspec.json.Decoder(dict[str, str])
 
@@ -99,6 +99,21 @@ class Queries(Part):
         for k in self.shard_keys:
             pipe.zcard(k.due)
         return sum(await pipe.execute())
+
+    async def queue_names(self) -> list[str]:
+        """Every queue any job has used (all tenants)."""
+        return sorted(text(q) for q in await self.redis.smembers(self.global_keys.queues))
+
+    async def shard_leases(self) -> list[ShardLease]:
+        """Each shard's scheduler lease: its holder and the ms left (None: unheld)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shard_keys:
+            pipe.get(k.lease)
+            pipe.pttl(k.lease)
+        rows = await pipe.execute()
+        return [ShardLease(shard=i, owner=text(rows[2 * i]) if rows[2 * i] else None,
+                           ttl_ms=int(rows[2 * i + 1]) if rows[2 * i] else None)
+                for i in range(len(self.shard_keys))]
 
     async def status(self, now_ms: int, lag_ms: int) -> Status:
         """Counts and liveness for `rsched status`; ``lag_ms`` is the archive lag

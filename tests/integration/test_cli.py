@@ -15,8 +15,10 @@ from urllib.parse import urlparse
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from rsched.archive import pg
+from rsched.cli import app
 from rsched.client import Client
 from rsched.devservers import free_port, reachable
 from rsched.engine.keys import ShardKeys
@@ -62,8 +64,8 @@ def test_preview_prints_next_fires_and_rejects_bad_cron_without_traceback(
                  "--count", "2", env=env)
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.split()
-    assert len(lines) == 2 and all(ln.endswith("T11:00:00+00:00") or
-                                   ln.endswith("T10:00:00+00:00") for ln in lines)
+    assert len(lines) == 2 and all(ln.endswith("T11:00:00Z") or
+                                   ln.endswith("T10:00:00Z") for ln in lines)
     bad = run_cli("jobs", "preview", "--cron", "61 * * * *", env=env)
     assert bad.returncode == 2, "bad input exits 2 (docs/decisions.md)"
     assert "error: cron '61 * * * *': invalid expression" in bad.stderr
@@ -100,26 +102,27 @@ def test_admin_verbs_list_show_and_change_a_job(redis_url: str) -> None:
             await client.close()
 
     asyncio.run(create())
-    listed = run_cli("jobs", "list", env=env)
-    assert listed.returncode == 0 and listed.stdout.split() == ["nightly"], listed.stderr
+    listed = in_process("jobs", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)] == ["nightly"]
 
     def show() -> dict[str, Any]:
-        out = run_cli("jobs", "show", "nightly", env=env)
+        out = in_process("jobs", "show", "nightly", "--json", env=env)
         assert out.returncode == 0, out.stderr
         return cast(dict[str, Any], json.loads(out.stdout))
 
     assert show()["job"]["state"] == "active" and show()["runs"] == []
     for verb, state in (("pause", "paused"), ("resume", "active")):
-        out = run_cli("jobs", verb, "nightly", env=env)
+        out = in_process("jobs", verb, "nightly", env=env)
         assert out.returncode == 0 and out.stdout.strip() == f"{verb} nightly: ok", out.stderr
         assert show()["job"]["state"] == state
-    now = run_cli("jobs", "run-now", "nightly", env=env)
+    now = in_process("jobs", "run-now", "nightly", env=env)
     assert now.returncode == 0 and now.stdout.startswith("run-now nightly: ok (nightly:"), now
     runs = show()["runs"]
     assert [(r["id"], r["status"]) for r in runs] == [("nightly:1", "queued")], runs
-    assert run_cli("jobs", "cancel", "nightly", env=env).returncode == 0
+    assert in_process("jobs", "cancel", "nightly", env=env).returncode == 0
     assert show()["job"]["state"] == "cancelled"
-    dead = run_cli("dead", env=env)
+    dead = in_process("dead", "--json", env=env)
     assert dead.returncode == 0 and json.loads(dead.stdout) == []
 
 
@@ -141,13 +144,19 @@ def test_status_shows_due_jobs_streams_archive_lag_and_live_roles(redis_url: str
 
     created_ms = asyncio.run(setup())
     time.sleep(0.05)
-    out = run_cli("status", env=env)
+    out = run_cli("status", "--json", env=env)
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["due"] == 1 and status["queues"] == {"mail": 0}
     assert status["events"] == 1, "the job's creation, not yet archived"
     assert status["archive_lag_ms"] >= status["now_ms"] - created_ms >= 50
     assert list(status["workers"]) == ["w1"] and status["schedulers"] == {}
+
+
+def in_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`rsched <args>` through typer's CliRunner, shaped like run_cli's result."""
+    out = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), out.exit_code, out.stdout, out.stderr)
 
 
 DOWN = {"RSCHED_REDIS__URL": "redis://127.0.0.1:1/0"}  # never reached: settings fail first
