@@ -4,10 +4,10 @@ Owns: reading events through the `archivers` consumer group, when to commit a ba
 size and age), acking only after commit, trimming acked events, taking over a dead
 archiver's unacked events, backing off while PostgreSQL or Redis is down, reporting the
 archive lag, and running retention. Must not: change job or run state in Redis, format
-keys, or know the SQL of rows (archive_batch.py folds events and writes them).
+keys, or know the SQL of rows (batch.py folds events and writes them).
 
 At least once into PostgreSQL, exactly once in effect: an event is acked only after the
-transaction holding it committed, and rows only move forward (archive_batch.py), so a
+transaction holding it committed, and rows only move forward (batch.py), so a
 batch replayed after a crash between commit and ack changes nothing.
 """
 

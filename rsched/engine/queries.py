@@ -2,7 +2,7 @@
 
 Owns: reading job and run hashes, the jobs index, dead-letter streams and lengths into
 typed models. Must not: change anything in Redis (state changes go through the Lua
-scripts in engine.py).
+scripts in the other engine parts).
 """
 
 from __future__ import annotations

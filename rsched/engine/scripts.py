@@ -1,7 +1,7 @@
 """Loads the Lua scripts shipped in ``lua/`` and calls them by name with named arguments.
 
 Owns: header parsing, SCRIPT LOAD with SHA check, EVALSHA with one reload on NOSCRIPT.
-Must not: build key names or interpret return values (engine.py does).
+Must not: build key names or interpret return values (the engine parts do).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the parsing of Redis replies and stream entry ids into them.
 
 Owns: DueItem, Fire, Delivery, Outcome, reply decoding helpers. Must not: talk to Redis
-or know key names (engine.py and its parts do).
+or know key names (the engine parts do).
 """
 
 from __future__ import annotations
