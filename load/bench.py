@@ -21,17 +21,16 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from load.collect import judge, lags, read_events, span_ms, worst_lag_windows
-from load.procs import REPO, Roles, cpu_s, machine_cpu_s
+from load.collect import judge, lags, read_events, span_ms, start_gaps, worst_lag_windows
+from load.procs import REPO, Roles, cpu_ns_s, cpu_s, machine_cpu_s
+from load.report import HEADER, by_role, command_costs, cores, cpu_phases, machine, markdown_row
+from load.servers import TASKS, task_env
 from rsched.client import Client
 from rsched.devservers import RedisServer
 from rsched.engine import Engine
@@ -40,7 +39,6 @@ from rsched.models import At, Every, JobDef, Misfire
 from rsched.settings import Settings
 
 QUEUE = "bench"
-TASK = "bench.noop"
 RESULTS = REPO / "load" / "results"
 
 
@@ -52,20 +50,20 @@ class Plan:
     last_ms: int
 
 
-def plan_oneshot(n: int, rate: float | None, t0: int) -> Plan:
+def plan_oneshot(n: int, rate: float | None, t0: int, task: str = "bench.noop") -> Plan:
     """n one-shot jobs from t0 on, `rate` per second (None: all at t0, the burst)."""
     jobs, expected = [], set()
     for i in range(n):
         at = t0 if rate is None else t0 + int(i * 1000 / rate)
         job_id = f"b{i:07d}"
-        jobs.append(JobDef(id=job_id, task=TASK, queue=QUEUE, schedule=At(at_ms=at)))
+        jobs.append(JobDef(id=job_id, task=task, queue=QUEUE, schedule=At(at_ms=at)))
         expected.add((job_id, at))
     last = t0 if rate is None else t0 + int((n - 1) * 1000 / rate)
     return Plan(jobs, expected, t0, last)
 
 
-def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase: bool
-                   ) -> Plan:
+def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase: bool,
+                   task: str = "bench.noop") -> Plan:
     """k interval jobs over [t0, t0 + duration); phases spread over one interval unless
     same_phase (then all k fire together every interval)."""
     end = t0 + int(duration_s * 1000) - 1
@@ -75,7 +73,7 @@ def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase
         job_id = f"e{i:07d}"
         # catch_up: a slot that falls a period behind still runs (fire_once would fold
         # it into the next one), so every planned slot is expected exactly once.
-        jobs.append(JobDef(id=job_id, task=TASK, queue=QUEUE, misfire=Misfire.CATCH_UP,
+        jobs.append(JobDef(id=job_id, task=task, queue=QUEUE, misfire=Misfire.CATCH_UP,
                            schedule=Every(every_ms=every_ms, start_ms=start, end_ms=end)))
         expected.update((job_id, s) for s in range(start, end + 1, every_ms))
     return Plan(jobs, expected, t0, end)
@@ -84,10 +82,11 @@ def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase
 def role_settings(a: argparse.Namespace, url: str) -> dict[str, Any]:
     s: dict[str, Any] = {
         "redis.url": url, "redis.prefix": a.prefix, "redis.shards": a.shards,
-        "worker.queues": [QUEUE], "worker.modules": ["load.tasks"],
-        "worker.concurrency": a.concurrency, "worker.run_ttl_s": 86400,
+        "worker.queues": [QUEUE], "worker.modules": ["load.tasks"], "worker.run_ttl_s": 86400,
         "scheduler.events_maxlen": 100_000_000,
     }
+    if a.concurrency is not None:  # else the worker's default
+        s["worker.concurrency"] = a.concurrency
     for item in a.set:
         name, _, value = item.partition("=")
         s[name] = value
@@ -154,11 +153,16 @@ async def engine_now(engine: Engine) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
-async def create(client: Client, jobs: list[JobDef], single: bool) -> float:
+async def create(client: Client, jobs: list[JobDef], inflight: int = 0) -> float:
+    """Seconds to create ``jobs``: through schedule_many, or (inflight > 0) one
+    ``Client.schedule`` call per job with that many calls in flight."""
     t = time.perf_counter()
-    if single:
-        for job in jobs:
-            await client.schedule(job)
+    if inflight:
+        async def lane(part: list[JobDef]) -> None:
+            for job in part:
+                await client.schedule(job)
+
+        await asyncio.gather(*(lane(jobs[i::inflight]) for i in range(inflight)))
     else:
         for i in range(0, len(jobs), 10_000):
             await client.schedule_many(jobs[i:i + 10_000])
@@ -174,9 +178,9 @@ async def preload(client: Client, n: int) -> dict[str, Any]:
     far = await engine_now(client.engine) + 30 * 86400 * 1000
     seconds = 0.0
     for i in range(0, n, 50_000):
-        part = [JobDef(id=f"p{j:08d}", task=TASK, queue=QUEUE, schedule=At(at_ms=far + j))
+        part = [JobDef(id=f"p{j:08d}", task="bench.noop", queue=QUEUE, schedule=At(at_ms=far + j))
                 for j in range(i, min(n, i + 50_000))]
-        seconds += await create(client, part, single=False)
+        seconds += await create(client, part)
     after = int((await redis.info("memory"))["used_memory"])
     events = sum([int(await redis.memory_usage(k.events) or 0)
                   for k in client.engine.core.shard_keys])
@@ -186,47 +190,32 @@ async def preload(client: Client, n: int) -> dict[str, Any]:
             "events_stream_bytes_per_job": round(events / n)}
 
 
-def command_costs(stats: dict[str, Any], jobs: int) -> dict[str, dict[str, float]]:
-    """Redis calls and CPU µs per job by command (commands inside scripts included),
-    from INFO commandstats reset when the measured phase began; costliest first."""
-    out = {name.removeprefix("cmdstat_"): {"calls": round(v["calls"] / max(1, jobs), 2),
-                                           "usec": round(v["usec"] / max(1, jobs), 2)}
-           for name, v in stats.items()}
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec"]))
-
-
-def cores() -> int:
-    return os.cpu_count() or 1
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo
-                  if ln.startswith("model name")), platform.processor())
-    mem = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-               if ln.startswith("MemTotal"))
-    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True,
-                             text=True).stdout.split()[2].removeprefix("v=")
-    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True).stdout.strip()
-    pkgs = {p: metadata.version(p) for p in ("redis", "hiredis", "msgspec", "uvloop")}
-    return {"cpu": model, "cores": cores(),
-            "mem_gib": round(mem / 2**20, 1), "python": platform.python_version(),
-            "redis_server": redis_v, "commit": commit, **pkgs}
-
-
 def plan_for(a: argparse.Namespace, now: int) -> Plan:
     if a.scenario == "recurring":
         return plan_recurring(a.jobs, a.every_ms, a.duration_s, now + int(a.lead_s * 1000),
-                              a.same_phase)
+                              a.same_phase, TASKS[a.task])
     lead = a.lead_s if a.lead_s is not None else 2 + a.jobs / 8_000
     return plan_oneshot(a.jobs, a.rate if a.scenario == "spread" else None,
-                        now + int(lead * 1000))
+                        now + int(lead * 1000), TASKS[a.task])
 
 
 async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
                   ) -> dict[str, Any]:
-    roles = Roles(role_settings(a, url), log_dir)
+    with task_env(a.task, url, a.task_max_connections) as (env, httpd_pid):
+        return await _measure(a, url, redis_pid, httpd_pid, Roles(role_settings(a, url),
+                                                                  log_dir, env))
+
+
+def snapshot(roles: Roles, redis_pid: int, httpd_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far per role (workers, schedulers, Redis, the HTTP server)."""
+    procs = {**roles.cpu_ns(), "redis": cpu_ns_s(redis_pid)}
+    if httpd_pid:
+        procs["httpd"] = cpu_ns_s(httpd_pid)
+    return by_role(procs)
+
+
+async def _measure(a: argparse.Namespace, url: str, redis_pid: int, httpd_pid: int | None,
+                   roles: Roles) -> dict[str, Any]:
     settings = Settings.from_env(environ={}, overrides=roles.settings)
     for _ in range(a.workers):
         roles.spawn("worker")
@@ -234,21 +223,31 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
         roles.spawn("scheduler")
     client = await Client.connect(settings)
     engine = client.engine
+    snaps = []
     try:
         await wait_ready(engine, a, roles)
         pre = await preload(client, a.preload)
         floor_due = (await progress(engine))[0]
+        snaps.append(snapshot(roles, redis_pid, httpd_pid))
+        await asyncio.sleep(a.idle_s)
+        snaps.append(snapshot(roles, redis_pid, httpd_pid))
         now = await engine_now(engine)
         plan = plan_for(a, now)
         since = f"{now}-0"
-        create_s = await create(client, plan.jobs, a.single_create)
+        await engine.core.redis.config_resetstat()
+        create_s = await create(client, plan.jobs, a.create_inflight)
+        create_stats = await engine.core.redis.info("commandstats")
         late = await engine_now(engine) > plan.first_ms
+        snaps.append(snapshot(roles, redis_pid, httpd_pid))
         cpu0, redis0, box0, me0 = roles.cpu(), cpu_s(redis_pid), machine_cpu_s(), cpu_s(os.getpid())
         await engine.core.redis.config_resetstat()
         finished = await wait_done(engine, plan, floor_due, a.timeout_s, roles)
         cpu1, redis1, box1, me1 = roles.cpu(), cpu_s(redis_pid), machine_cpu_s(), cpu_s(os.getpid())
+        snaps.append(snapshot(roles, redis_pid, httpd_pid))
         stats = await engine.core.redis.info("commandstats")
+        clients = (await engine.core.redis.info("clients"))["connected_clients"]
         roles.stop()
+        warnings = roles.logs()
         facts = await read_events(engine.core.redis, engine.core.shard_keys, since)
     finally:
         roles.stop()
@@ -257,6 +256,7 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
     first, last_end = span_ms(facts)
     done = counts["completed"]
     window_s = max(0.001, (last_end - first) / 1000)
+    last_start = max((r.task_us // 1000 for r in facts.runs.values() if r.task_us), default=0)
 
     def used(role: str, i: int) -> float:
         if role == "redis":
@@ -272,20 +272,26 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
     return {
         "scenario": a.scenario, "label": a.label, "finished": finished,
         "params": {"jobs": a.jobs, "rate": a.rate, "every_ms": a.every_ms,
-                   "duration_s": a.duration_s, "same_phase": a.same_phase,
+                   "duration_s": a.duration_s, "same_phase": a.same_phase, "task": a.task,
+                   "task_max_connections": a.task_max_connections,
                    "schedulers": a.schedulers, "workers": a.workers, "shards": a.shards,
-                   "concurrency": a.concurrency, "preload": a.preload, "set": a.set},
+                   "concurrency": a.concurrency or "default", "preload": a.preload,
+                   "set": a.set},
         "create": {"jobs": len(plan.jobs), "seconds": round(create_s, 3),
                    "per_s": round(len(plan.jobs) / create_s),
-                   "path": "schedule" if a.single_create else "schedule_many",
-                   "finished_after_first_slot": late},
+                   "path": f"schedule x{a.create_inflight}" if a.create_inflight else
+                   "schedule_many", "finished_after_first_slot": late,
+                   "redis_commands_per_job": command_costs(create_stats, len(plan.jobs))},
         "preload": pre,
         "counts": counts,
         **{k: {m: round(v, 2) for m, v in p.items()} for k, p in lags(facts).items()},
         "throughput_per_s": round(done / window_s),
+        # the issue's measure: completed / (last task start - first slot)
+        "throughput_to_last_start_per_s": round(done / max(0.001, (last_start - first) / 1000)),
         "window_s": round(window_s, 3),
         "cpu_us_per_job": {"workers": per_job("worker"), "schedulers": per_job("scheduler"),
                            "redis": per_job("redis")},
+        "cpu_phases": cpu_phases(snaps, a.idle_s, len(plan.jobs)),
         "cpu_system_share": {r: sys_share(r) for r in ("worker", "scheduler", "redis")},
         "cpu_cores_busy": {r: round((used(r, 0) + used(r, 1)) / window_s, 2)
                            for r in ("worker", "scheduler", "redis")},
@@ -294,29 +300,13 @@ async def measure(a: argparse.Namespace, url: str, redis_pid: int, log_dir: Path
         "other_cores_busy": round(max(0.0, (box1[0] - box0[0]) - sum(
             used(r, 0) + used(r, 1) for r in ("worker", "scheduler", "redis"))
             - sum(me1) + sum(me0)) / max(0.001, (box1[1] - box0[1]) / cores()), 2),
+        "redis_connected_clients": clients,
+        "role_logs": warnings[-3000:],  # warnings the roles logged (failed runs, reclaims)
         "events_read": facts.events,
         "worst_fire_lag_windows": worst_lag_windows(facts),
+        "start_gaps": start_gaps(facts),
         "redis_commands_per_job": command_costs(stats, done),
     }
-
-
-def markdown_row(r: dict[str, Any]) -> str:
-    p, c, cpu = r["params"], r["counts"], r["cpu_us_per_job"]
-    fl, sl = r["fire_lag_ms"], r["start_lag_ms"]
-    rate = {"spread": f"{p['rate']:g}/s", "burst": "burst",
-            "recurring": f"{p['jobs'] * 1000 / p['every_ms']:g}/s"}[r["scenario"]]
-    jobs = c["expected"]
-    pre = f" +{p['preload']:,} far" if p["preload"] else ""
-    return (f"| {r['scenario']}{pre} | {jobs:,} | {rate} | {p['schedulers']}×{p['workers']} "
-            f"| {r['create']['per_s']:,} | {fl['p50']:g} / {fl['p99']:g} / {fl['max']:g} "
-            f"| {sl['p50']:g} / {sl['p90']:g} / {sl['p99']:g} / {sl['max']:g} "
-            f"| {r['throughput_per_s']:,} | {cpu['workers']:g} / {cpu['schedulers']:g} / "
-            f"{cpu['redis']:g} | {c['lost']} | {c['duplicated']} | {c['missed_slots']} |")
-
-
-HEADER = ("| scenario | runs | fires | S×W | created/s | fire lag p50/p99/max ms "
-          "| start lag p50/p90/p99/max ms | jobs/s e2e | CPU µs/job W/S/Redis | lost "
-          "| dup | missed |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -331,15 +321,25 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--schedulers", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--shards", type=int, default=16)
-    ap.add_argument("--concurrency", type=int, default=500, help="per worker process")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="per worker process (default: the worker's default setting)")
+    ap.add_argument("--sweep", default="", metavar="C1,C2,...",
+                    help="run once per worker concurrency, e.g. 10,20,100,500,1000")
+    ap.add_argument("--task", choices=sorted(TASKS), default="noop",
+                    help="noop; redis: one async GET (redis-py, its own client); http: one"
+                    " GET to a local server (httpx); asleep / sleep: 10 ms async / blocking")
+    ap.add_argument("--task-max-connections", type=int, default=None,
+                    help="size the task's Redis (blocking pool) / HTTP client to this")
+    ap.add_argument("--idle-s", type=float, default=2.0,
+                    help="seconds of idle CPU measured before the jobs are created")
     ap.add_argument("--preload", type=int, default=0,
                     help="far-future jobs loaded first (the scale variant)")
     ap.add_argument("--lead-s", type=float, default=None,
                     help="time between creating and the first slot (default: from --jobs)")
     ap.add_argument("--timeout-s", type=float, default=30.0,
                     help="give up when nothing moved this long after the last slot")
-    ap.add_argument("--single-create", action="store_true",
-                    help="create through Client.schedule one by one, not schedule_many")
+    ap.add_argument("--create-inflight", type=int, default=0, metavar="N",
+                    help="create through Client.schedule, N calls in flight (0: schedule_many)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="any role setting, e.g. --set worker.batch=500")
     ap.add_argument("--prefix", default="bench")
@@ -381,10 +381,17 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover
         pass
-    result = run(parse(argv))
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    a = parse(argv)
+    rows = []
+    for conc in [int(c) for c in a.sweep.split(",") if c] or [a.concurrency]:
+        a.concurrency = conc
+        result = run(a)
+        keep = ("machine", "worst_fire_lag_windows", "marked_running_lag_ms",
+                "recorded_start_lag_ms")
+        print(json.dumps({k: v for k, v in result.items() if k not in keep}, indent=2))
+        rows.append(markdown_row(result))
     print(HEADER)
-    print(markdown_row(result))
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,25 @@ def lags(facts: Facts) -> dict[str, dict[str, float]]:
         "marked_running_lag_ms": percentiles([r.start_ms - r.slot_ms for r in runs]),
         "recorded_start_lag_ms": percentiles([r.recorded_start_ms - r.slot_ms for r in runs]),
         "end_lag_ms": percentiles([r.end_ms - r.slot_ms for r in runs]),
+        # enqueued -> task body ran: the worker's part of the start lag
+        "queue_wait_ms": percentiles([r.task_us / 1000 - r.enq_ms for r in runs if r.task_us]),
     }
+
+
+def start_gaps(facts: Facts, top: int = 5) -> list[dict[str, float]]:
+    """The ``top`` longest pauses between consecutive task starts while runs were waiting
+    (enqueued, not started): a whole-second wait (a blocking read, a timer) shows here."""
+    runs = sorted((r for r in facts.runs.values() if r.task_us), key=lambda r: r.task_us)
+    if not runs:
+        return []
+    t0 = runs[0].task_us
+    gaps = []
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        waiting = cur.enq_ms * 1000 < prev.task_us  # cur was queued during the pause
+        if waiting:
+            gaps.append({"at_s": round((prev.task_us - t0) / 1e6, 3),
+                         "gap_ms": round((cur.task_us - prev.task_us) / 1000, 1)})
+    return sorted(gaps, key=lambda g: -g["gap_ms"])[:top]
 
 
 def worst_lag_windows(facts: Facts, top: int = 10, window_ms: int = 100

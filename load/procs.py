@@ -26,6 +26,18 @@ def cpu_s(pid: int) -> tuple[float, float]:
     return int(rest[11]) * _TICK_S, int(rest[12]) * _TICK_S
 
 
+def cpu_ns_s(pid: int) -> float:
+    """CPU seconds of a process (all its live threads) at nanosecond resolution, from
+    /proc/<pid>/task/*/schedstat (utime/stime tick at 10 ms: too coarse for idle CPU)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
 def machine_cpu_s() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
     with open("/proc/stat") as f:
@@ -34,9 +46,12 @@ def machine_cpu_s() -> tuple[float, float]:
     return (sum(ticks) - idle) * _TICK_S, sum(ticks) * _TICK_S
 
 
-def settings_env(settings: dict[str, Any]) -> dict[str, str]:
-    """The environment of a role: ours minus RSCHED_*, plus the given dotted settings."""
+def settings_env(settings: dict[str, Any], extra: dict[str, str] | None = None
+                 ) -> dict[str, str]:
+    """The environment of a role: ours minus RSCHED_*, plus ``extra`` and the given dotted
+    settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RSCHED_")}
+    env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     for dotted, value in settings.items():
         section, _, name = dotted.partition(".")
@@ -52,6 +67,7 @@ class Roles:
 
     settings: dict[str, Any]
     log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)  # e.g. what the bench's tasks read
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def spawn(self, role: str, *args: str) -> None:
@@ -59,8 +75,8 @@ class Roles:
         with open(self.log_dir / f"{name}.log", "wb") as out:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-c", "from rsched.cli import main; main()", role,
-                 "--log-level", "WARNING", *args],
-                env=settings_env(self.settings), stdout=out, stderr=subprocess.STDOUT,
+                 "--log-level", os.environ.get("BENCH_LOG_LEVEL", "WARNING"), *args],
+                env=settings_env(self.settings, self.env), stdout=out, stderr=subprocess.STDOUT,
                 cwd=REPO)
 
     def pids(self, role: str) -> list[int]:
@@ -83,6 +99,9 @@ class Roles:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(10)
+
+    def cpu_ns(self) -> dict[str, float]:
+        return {n: cpu_ns_s(p.pid) for n, p in self.procs.items() if p.poll() is None}
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 UNIQUE_CREATE_MS = 30_000
 DEAD_ID = re.compile(r"^(\d{1,16}-\d{1,16})~(.+)$")  # "<stream entry id>~<job id>"
 DEAD_SCAN_MAX = 100_000  # dead letters one filtered listing examines at most
+KNOWN_TASKS_S = 5.0  # how long the registered task names are reused for the warning
 
 
 class Client:
@@ -53,6 +55,7 @@ class Client:
         self.engine = engine
         self.clock = clock
         self.registry = registry
+        self._known: tuple[float, set[str]] | None = None  # (monotonic read time, names)
 
     @classmethod
     async def connect(cls, settings: Settings, registry: TaskRegistry | None = None) -> Client:
@@ -67,9 +70,14 @@ class Client:
         self._warn_unknown({job.task}, await self._known_tasks())
 
     async def _known_tasks(self) -> set[str]:
+        """Task names workers registered, read at most every KNOWN_TASKS_S (only used to
+        warn about unknown tasks; one read per ``schedule`` call cost a round trip)."""
         if self.registry is not None:
             return set(self.registry.names())
-        return await self.engine.query.known_tasks()
+        now = time.monotonic()
+        if self._known is None or now - self._known[0] >= KNOWN_TASKS_S:
+            self._known = (now, await self.engine.query.known_tasks())
+        return self._known[1]
 
     @staticmethod
     def _warn_unknown(tasks: set[str], known: set[str]) -> None:

@@ -45,10 +45,9 @@ class Catalog(Part):
         """Add a job to its tenant's listing (before it is created: a listing drops
         entries whose job is gone only once they are old, see ``forget``)."""
         t = self.core.tenant_keys(tenant)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(t.jobs, {index_member(created_ms, job_id): 0})
-        pipe.sadd(t.queues, queue)
-        await pipe.execute()
+        # one pipelined round trip on the engine's fast path (Client.schedule's hot path)
+        await self.core.raw([("ZADD", t.jobs, 0, index_member(created_ms, job_id)),
+                             ("SADD", t.queues, queue)])
 
     async def index_many(self, tenant: str, created_ms: int, jobs: Sequence[tuple[str, str]]
                          ) -> None:

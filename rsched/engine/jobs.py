@@ -57,7 +57,7 @@ class Jobs(Part):
         ver = await self.core.call("schedule_job",
                                *self._schedule_args(job_id, d, now_ms, next_ms, expect_version))
         raise_for_code(ver, script="schedule_job", job_id=job_id)
-        await self.redis.sadd(self.global_keys.queues, d.queue)
+        await self.core.raw([("SADD", self.global_keys.queues, d.queue)])
         return int(ver)
 
     async def schedule_many(self, jobs: Sequence[tuple[str, JobDef, int | None]], *,

@@ -82,6 +82,8 @@ class Worker:
         self._rng = random.Random()
         self._ttl_ms = int(cfg.run_ttl_s * 1000)
         self._due: dict[str, float] = {}  # maintenance name -> next monotonic time
+        # free slots worth a read near full concurrency (see _wait_for_room)
+        self._refill = max(1, min(cfg.batch, cfg.concurrency) // 4)
 
     async def start(self) -> None:
         await self.engine.runs.ensure_groups(self.cfg.queues)
@@ -93,15 +95,19 @@ class Worker:
                 ", ".join(tasks) or "none (--module, RSCHED_WORKER__MODULES): runs will fail")
 
     # -- one iteration ------------------------------------------------------------------
-    async def tick(self, block_ms: int | None = None) -> WorkerReport:
-        """Read one batch (blocking up to block_ms), start it; run due maintenance."""
-        await self._maintain()
+    async def tick(self, block_ms: int | None = None, maintain: bool = True) -> WorkerReport:
+        """Read one batch (blocking up to block_ms), start it; run due maintenance (the
+        run loop does that in its own task instead: ``maintain=False``)."""
+        if maintain:
+            await self._maintain()
         room = self.cfg.concurrency - len(self.inflight)
         started = 0
         if room > 0 and not self._stopping.is_set():
             # COUNT applies per stream: spread the room over every shard stream read
             streams = len(self.cfg.queues) * self.engine.shards
-            per_stream = max(1, -(-min(room, self.cfg.batch) // streams))
+            # rounded down, so a read never returns more than room (only when room is
+            # below the number of streams can it, by up to streams - 1)
+            per_stream = max(1, min(room, self.cfg.batch) // streams)
             read_at = time.monotonic()  # their lease began after this
             runs = await self.engine.runs.read_runs(self.id, self.cfg.queues, per_stream, block_ms)
             started = await self._start(runs, read_at)
@@ -260,10 +266,31 @@ class Worker:
             return True
         return False
 
+    def _next_maintenance_s(self) -> float:
+        """Seconds until the earliest maintenance step is due."""
+        return max(0.0, min(self._due.values(), default=0.0) - time.monotonic())
+
+    async def _maintainer(self) -> None:
+        """Maintenance off the read loop: heartbeats, lease extension, reclaims and trims
+        take several round trips each (16 shards), and behind a busy Redis they stalled
+        reading for up to a second (docs/benchmarks.md: the burst tail)."""
+        backoff = 0.05
+        while True:
+            try:
+                await self._maintain()
+                backoff = 0.05
+            except _REDIS_DOWN as exc:
+                log.warning("maintenance: redis unavailable (%s); retrying in %.2fs", exc,
+                            backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            await asyncio.sleep(min(self._next_maintenance_s(), self.cfg.lease_s / 6))
+
     async def _maintain(self) -> None:
         if self._every("heartbeat", self.cfg.heartbeat_s):
             await self.engine.runs.heartbeat(self.id, await self.clock.now_ms())
-        if self.inflight and self._every("extend", self.cfg.lease_s / 3):
+        if self._every("extend", self.cfg.lease_s / 3) and self.inflight:
             await self._extend()
         if self._every("reclaim", self.cfg.reclaim_every_s):
             await self.reclaim()
@@ -303,33 +330,41 @@ class Worker:
     # -- loop ---------------------------------------------------------------------------
     async def run(self) -> None:
         await self.start()
-        helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._listen())]
+        helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._listen()),
+                   asyncio.create_task(self._maintainer())]
         block_ms = int(self.cfg.block_s * 1000)
         backoff = 0.05
         try:
             while not self._stopping.is_set():
                 try:
-                    report = await self.tick(block_ms)
+                    report = await self.tick(block_ms, maintain=False)
                     backoff = 0.05
                 except _REDIS_DOWN as exc:
                     log.warning("redis unavailable (%s); retrying in %.2fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
-                if report.inflight >= self.cfg.concurrency:
+                if self.cfg.concurrency - report.inflight < self._refill:
                     await self._wait_for_room()
         finally:
             await self._shutdown(helpers)
 
     async def _wait_for_room(self) -> None:
-        """At full concurrency, wait until a run ends (instead of polling), but never
-        longer than a maintenance step may wait (in-flight leases must be extended)."""
-        self._room.clear()
-        if len(self.inflight) < self.cfg.concurrency:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(0.1, self.cfg.lease_s / 6)):
-                await self._room.wait()
+        """Near full concurrency, wait until ``_refill`` slots are free (instead of
+        polling, and instead of reading 1-2 runs per free slot: a read of a few runs spread
+        over every shard costs a script call per run to start and one to complete), but
+        at most 0.1 s at a time, so long runs holding most slots cannot starve a few
+        free ones."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.1
+        while self.cfg.concurrency - len(self.inflight) < self._refill:
+            self._room.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._room.wait()
 
     async def _flusher(self) -> None:
         while True:
