@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import openapi
+from api import metrics, openapi
 from api.http import ApiState
 from api.problems import ApiError, problem
 from api.routes import jobs, ops, runs
@@ -72,7 +72,7 @@ class BodyLimit:
 
 
 def route_table() -> list[BaseRoute]:
-    return [*jobs.ROUTES, *runs.ROUTES, *ops.ROUTES, *openapi.ROUTES]
+    return [*jobs.ROUTES, *runs.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from rsched import metrics
 from rsched.archive import pg
 from rsched.archive.archiver import Archiver
 from rsched.client import Client
@@ -35,13 +36,20 @@ from rsched.tasks import registry
 log = logging.getLogger(__name__)
 
 
+def serve_metrics(settings: Settings) -> None:
+    """This process's /metrics on metrics.port (once, shared by the roles in it)."""
+    metrics.serve(settings.metrics.host, settings.metrics.port)
+
+
 async def build_scheduler(settings: Settings) -> Scheduler:
+    serve_metrics(settings)
     engine = await Engine.connect(settings)
     return Scheduler(engine, settings.scheduler, engine.clock())
 
 
 async def build_worker(settings: Settings) -> Worker:
     registry.import_modules(settings.worker.modules)
+    serve_metrics(settings)
     engine = await Engine.connect(settings)
     # Timestamps only: no TIME round trip per batch and per flush (see SyncedClock).
     return Worker(engine, settings.worker, SyncedClock(engine.clock()), registry)
@@ -153,6 +161,7 @@ def tune_gc_for_bulk() -> None:
 
 async def build_archiver(settings: Settings) -> Archiver:
     """Migrate the archive database, then an Archiver on it (raises ArchiveError if down)."""
+    serve_metrics(settings)
     conn = await pg.connect(settings.archiver.dsn)
     try:
         await pg.migrate(conn)
