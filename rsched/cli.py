@@ -24,7 +24,7 @@ from rsched import limits, log
 from rsched.archive import history, pg
 from rsched.archive.rebuild import rebuild as rebuild_from
 from rsched.client import Client
-from rsched.devservers import dev_stores
+from rsched.devservers import dev_stores, free_port, port_free
 from rsched.engine import Engine
 from rsched.errors import ArchiveError, ConfigError, RschedError, ValidationError
 from rsched.models import Cron, Every, Role, RunStatus, Schedule
@@ -137,16 +137,18 @@ def dev(redis_url: RedisUrl = None, log_level: str = "INFO",
             help="task module to import (also RSCHED_WORKER__MODULES)")] = None) -> None:
     """Everything in one process for a first try: Redis and PostgreSQL (reachable ones,
     kept to the key prefix `rsched-dev` and the schema `rsched_dev`, or private ones
-    started from the installed binaries), a scheduler, a worker, an archiver and an
-    example job that prints every second."""
+    started from the installed binaries), a scheduler, a worker, an archiver, an
+    example job that prints every second, and the API and dashboard in dev mode (no keys)
+    on api.port (8000, or a free port when it is taken)."""
     s = _settings(redis_url)
     log.configure(log_level)
     stores = dev_stores(s.redis.url, s.redis.prefix, s.archiver.dsn)
     modules = list(dict.fromkeys(["rsched.examples", *s.worker.modules, *(module or [])]))
     for line in stores.lines:
         typer.echo(f"rsched dev: {line}")
+    port = s.api.port if s.api.port and port_free(s.api.host, s.api.port) else free_port()
     s = _settings(None, **{"redis.url": s.redis.url, **stores.overrides,
-                           "worker.modules": modules})
+                           "worker.modules": modules, "api.dev_mode": True, "api.port": port})
 
     async def go() -> None:
         example = await runner.ensure_example(s)
@@ -160,7 +162,10 @@ def dev(redis_url: RedisUrl = None, log_level: str = "INFO",
                 roles.append(await runner.build_archiver(s))
             except RschedError as exc:
                 typer.echo(f"archive unavailable ({exc}); running without it", err=True)
-        await runner.run_until_signal(roles, 2.0)
+        runner.export_settings(s)
+        api = runner.ApiServer(s.api.host, s.api.port)
+        typer.echo(f"rsched dev: dashboard and API (dev mode, no keys): {api.url}")
+        await runner.run_until_signal([*roles, api], 2.0)
 
     try:
         _run(go())

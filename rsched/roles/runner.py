@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,7 +78,8 @@ async def run_until_signal(
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
     waiter.cancel()
     for c in components:
-        await c.engine.close()
+        if getattr(c, "engine", None) is not None:
+            await c.engine.close()
     if crash is not None:
         raise crash
 
@@ -170,3 +171,41 @@ async def build_archiver(settings: Settings) -> Archiver:
         await conn.close()
     engine = await Engine.connect(settings)
     return Archiver(engine, settings.archiver, engine.clock())
+
+
+class ApiServer:
+    """The REST API and dashboard under uvicorn, as one more component of a process
+    (`rsched dev`). By import string: rsched never imports api (api imports rsched); the
+    app reads its settings from the environment (``export_settings``)."""
+
+    engine = None  # the app's lifespan owns its own
+
+    def __init__(self, host: str, port: int) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # run_until_signal handles the signals
+
+        self.url = f"http://{host}:{port}/"
+        self.server = Server(uvicorn.Config("api.app:app_from_env", factory=True, host=host,
+                                            port=port, log_level="warning", lifespan="on",
+                                            timeout_graceful_shutdown=2))
+
+    async def run(self) -> None:
+        await self.server.serve()
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        self.server.should_exit = True
+
+
+def export_settings(settings: Settings) -> None:
+    """Put ``settings`` into this process's RSCHED_* environment (for ApiServer's app)."""
+    for section, fields in msgspec.structs.asdict(settings).items():
+        for name, value in msgspec.structs.asdict(fields).items():
+            if value is None:
+                continue
+            text = (",".join(map(str, value)) if isinstance(value, list)
+                    else str(value).lower() if isinstance(value, bool) else str(value))
+            os.environ[f"RSCHED_{section.upper()}__{name.upper()}"] = text
