@@ -7,6 +7,7 @@ Must not: format keys or run tasks.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -32,12 +33,14 @@ from rsched.timing import first_fire, preview, validate_schedule
 
 log = logging.getLogger(__name__)
 
+KNOWN_TASKS_S = 5.0  # how long the registered task names are cached (warnings only)
 
 class Client:
     def __init__(self, engine: Engine, clock: Clock, registry: TaskRegistry | None = None) -> None:
         self.engine = engine
         self.clock = clock
         self.registry = registry
+        self._known: tuple[float, set[str]] = (0.0, set())  # (monotonic expiry, task names)
 
     @classmethod
     async def connect(cls, settings: Settings, registry: TaskRegistry | None = None) -> Client:
@@ -54,7 +57,11 @@ class Client:
     async def _known_tasks(self) -> set[str]:
         if self.registry is not None:
             return set(self.registry.names())
-        return await self.engine.query.known_tasks()
+        if self._known[0] <= time.monotonic():  # only a warning depends on it: re-read at
+            # most every KNOWN_TASKS_S rather than one round trip per created job
+            self._known = (time.monotonic() + KNOWN_TASKS_S,
+                           await self.engine.query.known_tasks())
+        return self._known[1]
 
     @staticmethod
     def _warn_unknown(tasks: set[str], known: set[str]) -> None:

@@ -52,11 +52,9 @@ class Catalog:
     async def index_job(self, tenant: str, job_id: str, created_ms: int, queue: str) -> None:
         """Add a job to its tenant's listing (before it is created: a listing drops
         entries whose job is gone only once they are old, see ``forget``)."""
-        t = self.tenant_keys(tenant)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(t.jobs, {index_member(created_ms, job_id): 0})
-        pipe.sadd(t.queues, queue)
-        await pipe.execute()
+        t = self.tenant_keys(tenant)  # on the fast path: this is on every create
+        await self.core.raw([("ZADD", t.jobs, 0, index_member(created_ms, job_id)),
+                             ("SADD", t.queues, queue)])
 
     async def index_many(self, tenant: str, created_ms: int, jobs: Sequence[tuple[str, str]]
                          ) -> None:

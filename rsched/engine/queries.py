@@ -41,7 +41,10 @@ class Queries:
         self.global_keys = core.global_keys
 
     async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.redis.hgetall(self.core.keys_for(job_id).job(job_id))
+        # on the fast path (every API read); redis-py's pipeline replies with a dict
+        [raw] = await self.core.raw([("HGETALL", self.core.keys_for(job_id).job(job_id))])
+        if isinstance(raw, list):
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         return parse_job(job_id, raw) if raw else None
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
