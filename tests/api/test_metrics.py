@@ -4,7 +4,10 @@ prometheus_client's text parser, moving as jobs fire and run."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -134,3 +137,15 @@ async def test_role_serves_its_own_metrics_port() -> None:
     samples = parse(r.text)
     assert value(samples, "rsched_worker_runs_total", outcome="succeeded") >= 1
     assert ("rsched_scheduler_fire_lag_seconds_count", ()) in samples
+
+
+async def test_grafana_dashboard_uses_only_metrics_we_expose(
+        dev_api: tuple[httpx.AsyncClient, Engine]) -> None:
+    c, _ = dev_api
+    text = (await c.get("/metrics")).text
+    exposed = {fam.name for fam in text_string_to_metric_families(text)}
+    dash = json.loads((Path(__file__).resolve().parents[2] / "docs" /
+                       "grafana-dashboard.json").read_text())
+    used = {re.sub(r"_(bucket|total|count|sum)$", "", m) for p in dash["panels"]
+            for t in p["targets"] for m in re.findall(r"rsched_[a-z_]+", t["expr"])}
+    assert len(used) >= 15 and used <= exposed, used - exposed
