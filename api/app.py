@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import openapi
+from api import dashboard, metrics, openapi
 from api.http import ApiState
 from api.problems import ApiError, problem
 from api.routes import jobs, ops, runs
@@ -72,7 +72,13 @@ class BodyLimit:
 
 
 def route_table() -> list[BaseRoute]:
+    """The /api/v1 routes (and health): what the OpenAPI document describes."""
     return [*jobs.ROUTES, *runs.ROUTES, *ops.ROUTES, *openapi.ROUTES]
+
+
+def app_routes() -> list[BaseRoute]:
+    """Everything the app serves: the API, /metrics and the dashboard at /."""
+    return [*route_table(), *metrics.ROUTES, *dashboard.ROUTES]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -113,7 +119,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
                 await eng.close()
 
     return Starlette(
-        routes=route_table(), lifespan=lifespan,
+        routes=app_routes(), lifespan=lifespan,
         middleware=[Middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)],
         exception_handlers={HTTPException: _http_error, Exception: _http_error})
 

@@ -8,6 +8,7 @@ any route's semantics.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -60,6 +61,8 @@ class ApiState:
     clock: Clock
     archive: AsyncConnectionPool[Any] | None = None
     _keys: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
+    metrics_cache: tuple[float, bytes] | None = None  # (monotonic expiry, /metrics text)
+    metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def key_for(self, token: str) -> ApiKey | None:
         """The live key of a token, cached for api.key_cache_s (the bound on how long a

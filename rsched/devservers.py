@@ -29,6 +29,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (a dev server falls back to a free one)."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def reachable(host: str, port: int, timeout_s: float = 0.3) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):

@@ -129,12 +129,23 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     history: bool = True  # older runs from the archive (archiver.dsn) when it is reachable
 
 
+class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True):
+    # Each role process serves its own /metrics here (0 = off; docs/api.md suggests 9101
+    # scheduler, 9102 worker, 9103 archiver, 9100 dev). The API serves /metrics on its port.
+    host: Annotated[str, Meta(min_length=1, max_length=255)] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    # API /metrics: job hashes examined to count jobs by state (cached for cache_s)
+    state_scan_max: Annotated[int, Meta(ge=0, le=10_000_000)] = 100_000
+    cache_s: Annotated[float, Meta(ge=0, le=3600)] = 5.0
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis: RedisSettings = RedisSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     worker: WorkerSettings = WorkerSettings()
     archiver: ArchiverSettings = ArchiverSettings()
     api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def __post_init__(self) -> None:
         w, s = self.worker, self.scheduler
@@ -244,7 +255,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings, "scheduler": SchedulerSettings, "worker": WorkerSettings,
-    "archiver": ArchiverSettings, "api": ApiSettings,
+    "archiver": ArchiverSettings, "api": ApiSettings, "metrics": MetricsSettings,
 }
 _FIELDS = {name: cls.__struct_fields__ for name, cls in _SECTIONS.items()}
 VARIABLES = [var(section, field) for section, fields in _FIELDS.items() for field in fields]

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rsched import metrics
 from rsched.archive import pg
 from rsched.archive.batch import Batch, Conn, Event, write_batch, write_isolating
 from rsched.clock import Clock
@@ -35,6 +36,7 @@ from rsched.errors import ArchiveError
 from rsched.settings import ArchiverSettings
 
 log = logging.getLogger(__name__)
+LAG_EVERY_S = 5.0  # how often the archive-lag gauge is measured (a few reads per shard)
 _PG_DOWN = (psycopg.OperationalError, ArchiveError)
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
@@ -68,6 +70,7 @@ class Archiver:
         self._next_trim = 0.0
         self._next_retention = 0.0
         self._next_report = 0.0
+        self._next_lag = 0.0
         self._staged: object = None  # the connection whose session has the staging table
         self._outage_since: float | None = None
         self._grace_s = 10.0
@@ -144,6 +147,7 @@ class Archiver:
         except BaseException:
             self._failed = batch  # retried (written again: idempotent) before anything else
             raise
+        metrics.ARCHIVED.inc(len(batch))
         return ArchiveReport(len(batch), len(batch.runs), len(batch.versions))
 
     def idle(self) -> bool:
@@ -247,10 +251,13 @@ class Archiver:
         if report.events and now >= self._next_trim:
             self._next_trim = now + 1.0  # trimming costs round trips per shard
             await self.engine.feed.trim_events()
-        if now >= self._next_report:
-            self._next_report = now + self.cfg.report_every_s
-            log.info("archive lag %.1fs (consumer %s)", await self.lag_ms() / 1000,
-                     self.consumer)
+        if now >= self._next_lag:  # the gauge every 5 s, the log line every report_every_s
+            self._next_lag = now + LAG_EVERY_S
+            lag_s = await self.lag_ms() / 1000
+            metrics.ARCHIVE_LAG.set(lag_s)
+            if now >= self._next_report:
+                self._next_report = now + self.cfg.report_every_s
+                log.info("archive lag %.1fs (consumer %s)", lag_s, self.consumer)
         if now >= self._next_retention:
             self._next_retention = now + self.cfg.retention_every_s
             await self._reap(wait=True)  # the connection's transaction must be over

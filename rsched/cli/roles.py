@@ -17,7 +17,7 @@ from rsched.cli import jobfile
 from rsched.cli.apply import carry_out, make_plan
 from rsched.cli.common import Dsn, RedisUrl, run, settings
 from rsched.client import Client
-from rsched.devservers import dev_stores
+from rsched.devservers import dev_stores, free_port, port_free
 from rsched.errors import RschedError
 from rsched.roles import runner
 from rsched.settings import Settings
@@ -124,16 +124,18 @@ def dev(redis_url: RedisUrl = None, log_level: LogLevel = "INFO", module: Module
         ) -> None:
     """Everything in one process for a first try: Redis and PostgreSQL (reachable ones,
     kept to the key prefix `rsched-dev` and the schema `rsched_dev`, or private ones
-    started from the installed binaries), a scheduler, a worker, an archiver and an
-    example job that prints every second."""
+    started from the installed binaries), a scheduler, a worker, an archiver, an
+    example job that prints every second, and the API and dashboard in dev mode (no keys)
+    on api.port (8000, or a free port when it is taken)."""
     s = settings(redis_url)
     log.configure(log_level)
     stores = dev_stores(s.redis.url, s.redis.prefix, s.archiver.dsn)
     modules = list(dict.fromkeys(["rsched.examples", *s.worker.modules, *(module or [])]))
     for line in stores.lines:
         typer.echo(f"rsched dev: {line}")
+    port = s.api.port if s.api.port and port_free(s.api.host, s.api.port) else free_port()
     s = settings(None, **{"redis.url": s.redis.url, **stores.overrides,
-                          "worker.modules": modules})
+                          "worker.modules": modules, "api.dev_mode": True, "api.port": port})
 
     async def go() -> None:
         example = await runner.ensure_example(s)
@@ -141,7 +143,11 @@ def dev(redis_url: RedisUrl = None, log_level: LogLevel = "INFO", module: Module
                    f" task modules: {', '.join(modules)}")
         if demo:
             typer.echo(f"rsched dev: demo jobs {', '.join(await seed_demo(s))}")
-        await runner.run_until_signal(await _dev_roles(s, stores.schema), 2.0)
+        roles = await _dev_roles(s, stores.schema)
+        runner.export_settings(s)
+        api = runner.ApiServer(s.api.host, s.api.port)
+        typer.echo(f"rsched dev: dashboard and API (dev mode, no keys): {api.url}")
+        await runner.run_until_signal([*roles, api], 2.0)
 
     try:
         run(go())

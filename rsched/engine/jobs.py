@@ -8,11 +8,12 @@ schedules (the client does); callers pass ``now_ms`` and the first fire.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from rsched import codec
-from rsched.engine.core import Part
+from rsched.engine.core import Core, Part
 from rsched.engine.types import text
 from rsched.errors import Code, raise_for_code
 from rsched.models import JobDef
@@ -24,6 +25,7 @@ def check_job(job_id: str, d: JobDef) -> None:
     validate_job_id(job_id)
     validate_queue(d.queue)
 
+QUEUES_SADD_S = 10.0  # a queue name is re-added to the global set this often
 
 def due_ms(job_id: str, d: JobDef, slot_ms: int) -> int:
     """The due score of a slot: the slot itself, later by the job's jitter offset."""
@@ -38,6 +40,22 @@ def _controls(job_id: str, d: JobDef, next_ms: int | None) -> dict[str, Any]:
 
 
 class Jobs(Part):
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self._queues_added: dict[str, float] = {}  # queue -> monotonic time of its SADD
+
+    async def _note_queues(self, queues: set[str]) -> None:
+        """SADD the queue names to the global set, each at most every QUEUES_SADD_S per
+        process (one round trip less per created job; the set only feeds listings)."""
+        now = time.monotonic()
+        new = {q for q in queues if self._queues_added.get(q, -QUEUES_SADD_S) + QUEUES_SADD_S
+               <= now}
+        if new:
+            await self.redis.sadd(self.global_keys.queues, *new)
+            if len(self._queues_added) > 10_000:
+                self._queues_added.clear()
+            self._queues_added.update(dict.fromkeys(new, now))
+
     def _schedule_args(self, job_id: str, d: JobDef, now_ms: int, next_ms: int | None,
                        expect_version: int) -> tuple[dict[str, str], dict[str, Any]]:
         check_job(job_id, d)
@@ -57,7 +75,7 @@ class Jobs(Part):
         ver = await self.core.call("schedule_job",
                                *self._schedule_args(job_id, d, now_ms, next_ms, expect_version))
         raise_for_code(ver, script="schedule_job", job_id=job_id)
-        await self.core.raw([("SADD", self.global_keys.queues, d.queue)])
+        await self._note_queues({d.queue})
         return int(ver)
 
     async def schedule_many(self, jobs: Sequence[tuple[str, JobDef, int | None]], *,
@@ -91,9 +109,7 @@ class Jobs(Part):
             sent = nxt_sent
         if sent is not None:
             out += [int(r) for r in await sent]
-        queues = {d.queue for _, d, _ in jobs}
-        if queues:
-            await self.redis.sadd(self.global_keys.queues, *queues)
+        await self._note_queues({d.queue for _, d, _ in jobs})
         return out
 
     async def _job_op(self, name: str, job_id: str, keys: dict[str, str],

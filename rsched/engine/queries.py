@@ -36,7 +36,10 @@ def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
 
 class Queries(Part):
     async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.redis.hgetall(self.core.keys_for(job_id).job(job_id))
+        # on the fast path (every API read); redis-py's pipeline replies with a dict
+        [raw] = await self.core.raw([("HGETALL", self.core.keys_for(job_id).job(job_id))])
+        if isinstance(raw, list):
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         return parse_job(job_id, raw) if raw else None
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
@@ -130,3 +133,36 @@ class Queries(Part):
             events=sum(n for s, n in lengths.items() if s in events), archive_lag_ms=lag_ms,
             workers={text(w): max(0, now_ms - int(t)) for w, t in workers},
             schedulers={text(w): max(0, now_ms - int(t)) for w, t in schedulers})
+
+    # -- deployment-wide figures for the API's /metrics ---------------------------------
+    async def job_states(self, cap: int, chunk: int = 2000) -> tuple[dict[str, int], int, int]:
+        """Jobs by state over at most ``cap`` index members (short script calls of
+        ``chunk``), the members examined and the members indexed over every shard."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shard_keys:
+            pipe.zcard(k.jobs)
+        sizes = [int(n) for n in await pipe.execute()]
+        counts: dict[str, int] = {}
+        examined = 0
+        for k, size in zip(self.shard_keys, sizes, strict=True):
+            start = 0
+            while start < size and examined < cap:
+                res = await self.core.call("count_job_states", {"jobs": k.jobs}, {
+                    "job_prefix": k.job_prefix, "start": start,
+                    "count": min(chunk, cap - examined)})
+                examined += int(res[0])
+                for i in range(1, len(res), 2):
+                    counts[text(res[i])] = counts.get(text(res[i]), 0) + int(res[i + 1])
+                start += chunk
+        return counts, examined, sum(sizes)
+
+    async def dead_count(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.shard_keys:
+            pipe.xlen(k.dead)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def shard_owners(self) -> list[str | None]:
+        """The scheduler holding each shard's lease (None: no one)."""
+        owners = await self.redis.mget([k.lease for k in self.shard_keys])
+        return [None if o is None else text(o) for o in owners]

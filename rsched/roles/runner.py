@@ -14,12 +14,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from rsched import metrics
 from rsched.archive import pg
 from rsched.archive.archiver import Archiver
 from rsched.client import Client
@@ -35,13 +36,20 @@ from rsched.tasks import registry
 log = logging.getLogger(__name__)
 
 
+def serve_metrics(settings: Settings) -> None:
+    """This process's /metrics on metrics.port (once, shared by the roles in it)."""
+    metrics.serve(settings.metrics.host, settings.metrics.port)
+
+
 async def build_scheduler(settings: Settings) -> Scheduler:
+    serve_metrics(settings)
     engine = await Engine.connect(settings)
     return Scheduler(engine, settings.scheduler, engine.clock())
 
 
 async def build_worker(settings: Settings) -> Worker:
     registry.import_modules(settings.worker.modules)
+    serve_metrics(settings)
     engine = await Engine.connect(settings)
     # Timestamps only: no TIME round trip per batch and per flush (see SyncedClock).
     return Worker(engine, settings.worker, SyncedClock(engine.clock()), registry)
@@ -70,7 +78,8 @@ async def run_until_signal(
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
     waiter.cancel()
     for c in components:
-        await c.engine.close()
+        if getattr(c, "engine", None) is not None:
+            await c.engine.close()
     if crash is not None:
         raise crash
 
@@ -153,6 +162,7 @@ def tune_gc_for_bulk() -> None:
 
 async def build_archiver(settings: Settings) -> Archiver:
     """Migrate the archive database, then an Archiver on it (raises ArchiveError if down)."""
+    serve_metrics(settings)
     conn = await pg.connect(settings.archiver.dsn)
     try:
         await pg.migrate(conn)
@@ -161,3 +171,41 @@ async def build_archiver(settings: Settings) -> Archiver:
         await conn.close()
     engine = await Engine.connect(settings)
     return Archiver(engine, settings.archiver, engine.clock())
+
+
+class ApiServer:
+    """The REST API and dashboard under uvicorn, as one more component of a process
+    (`rsched dev`). By import string: rsched never imports api (api imports rsched); the
+    app reads its settings from the environment (``export_settings``)."""
+
+    engine = None  # the app's lifespan owns its own
+
+    def __init__(self, host: str, port: int) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # run_until_signal handles the signals
+
+        self.url = f"http://{host}:{port}/"
+        self.server = Server(uvicorn.Config("api.app:app_from_env", factory=True, host=host,
+                                            port=port, log_level="warning", lifespan="on",
+                                            timeout_graceful_shutdown=2))
+
+    async def run(self) -> None:
+        await self.server.serve()
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        self.server.should_exit = True
+
+
+def export_settings(settings: Settings) -> None:
+    """Put ``settings`` into this process's RSCHED_* environment (for ApiServer's app)."""
+    for section, fields in msgspec.structs.asdict(settings).items():
+        for name, value in msgspec.structs.asdict(fields).items():
+            if value is None:
+                continue
+            text = (",".join(map(str, value)) if isinstance(value, list)
+                    else str(value).lower() if isinstance(value, bool) else str(value))
+            os.environ[f"RSCHED_{section.upper()}__{name.upper()}"] = text

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rsched import codec
+from rsched import codec, metrics
 from rsched.clock import Clock
 from rsched.engine import DueItem, Engine, Fire
 from rsched.errors import Code, SerializationError
@@ -64,6 +64,7 @@ class Scheduler:
         # moved earlier by a wake signal are peeked.
         self._heads: dict[int, int | None] = {}
         self._woken: dict[int, int] = {}  # shard -> earliest score signalled since a tick
+        metrics.SHARDS_OWNED.add(self)
 
     # -- one iteration ------------------------------------------------------------------
     async def tick(self, full: bool = True) -> TickReport:
@@ -109,6 +110,7 @@ class Scheduler:
                     peeks.pop(shard, None)
                 else:
                     fired += code
+                    _observe_fires(fires.get(shard, ()), now, int(code))
             fires, shards = {}, []
             for shard, (head, items) in peeks.items():
                 planned = [self._plan(i, now, memo) for i in items]
@@ -249,6 +251,15 @@ def _jittered(item: DueItem, trigger: Trigger, now: int) -> Fire:
         due = d.next_ms + jitter_offset_ms(item.member, d.next_ms, trigger.jitter_ms)
     return Fire(item.member, item.score, due, d.fire, d.skipped, slot_ms=slot,
                 next_slot_ms=d.next_ms)
+
+
+def _observe_fires(fires: Sequence[Fire], now: int, fired: int) -> None:
+    """Count a shard's fires and observe the lag (slot -> now) of the ones it planned."""
+    for f in fires:
+        if f.fire:
+            metrics.FIRE_LAG.observe(max(0.0, now - float(f.read_score)) / 1000)
+    if fired > 0:
+        metrics.FIRES.inc(fired)
 
 
 def _due(head: int | None, now: int) -> bool:

@@ -29,7 +29,7 @@ import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rsched import codec
+from rsched import codec, metrics
 from rsched.clock import Clock
 from rsched.engine import Delivery, Engine, Outcome
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
@@ -84,6 +84,7 @@ class Worker:
         self._due: dict[str, float] = {}  # maintenance name -> next monotonic time
         # free slots worth a read near full concurrency (see _wait_for_room)
         self._refill = max(1, min(cfg.batch, cfg.concurrency) // 4)
+        metrics.IN_FLIGHT.add(self)
 
     async def start(self) -> None:
         await self.engine.runs.ensure_groups(self.cfg.queues)
@@ -158,6 +159,7 @@ class Worker:
 
     async def _execute(self, d: Delivery) -> None:
         spec: JobSpec | None = None
+        began = time.monotonic()
         try:
             spec = self._spec(d.payload)
             result = await self._caller.call(spec, d)
@@ -188,6 +190,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
             await self._fail(d, spec, describe(exc), RunStatus.DEAD, retry=True)
         finally:
+            metrics.RUN_DURATION.observe(time.monotonic() - began)
             if self.inflight.get(d.run_id, (None,))[0] is d:  # not a later attempt's
                 del self.inflight[d.run_id]
             self._leases.drop(key(d))
@@ -208,6 +211,7 @@ class Worker:
 
     def _record(self, d: Delivery, status: RunStatus, result: str) -> None:
         self._done.setdefault(d.shard, []).append(Outcome(d.run_id, d.attempt, status, result))
+        metrics.run_ended(status.value)
         self._flush_now.set()
 
     async def _fail(self, d: Delivery, spec: JobSpec | None, error: str, final: RunStatus,
@@ -232,6 +236,7 @@ class Worker:
         else:
             log.warning("gave up recording failure of %s; it will be reclaimed", d.run_id)
             return
+        metrics.run_ended("retrying" if code == Code.RETRYING else final.value)
         log.warning("run %s attempt %d failed (%s): %s", d.run_id, d.attempt,
                     "retrying" if code == Code.RETRYING else "ended" if code == Code.ENDED
                     else f"fenced {code}",

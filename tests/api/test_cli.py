@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -27,8 +28,8 @@ async def test_keys_cli_and_a_real_uvicorn(redis_url: str, prefix: str, tmp_path
     assert made.returncode == 0, made.stderr
     token = made.stdout.splitlines()[0]
     key_id = token.split("_")[1]
-    listed = run_cli("keys", "list", env=env)
-    assert key_id in listed.stdout and "tenant=acme" in listed.stdout
+    listed = run_cli("keys", "list", "--json", env=env)
+    assert [(k["id"], k["tenant"]) for k in json.loads(listed.stdout)] == [(key_id, "acme")]
     assert token.split("_")[2] not in listed.stdout
     port = free_port()
     log = (tmp_path / "api.log").open("wb")

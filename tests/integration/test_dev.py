@@ -13,10 +13,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import redis
 
 from rsched.client import Client
+from rsched.devservers import free_port
 from rsched.models import JobDef
 from rsched.settings import Settings
 from tests.support.procs import run_cli
@@ -126,3 +128,42 @@ def test_task_modules_import_from_cwd_without_pythonpath(
     TaskRegistry().import_modules(["cwd_tasks_xyz"])
     assert "cwd_tasks_xyz" in sys.modules
     monkeypatch.delitem(sys.modules, "cwd_tasks_xyz")
+
+
+def test_dev_serves_the_dashboard_and_metrics_and_prints_its_url(redis_url: str) -> None:
+    _keys(redis_url, "rsched-dev-ui:*", delete=True)
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RSCHED_")},
+           "RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": "rsched-dev-ui",
+           "RSCHED_ARCHIVER__DSN": "", "RSCHED_API__PORT": str(port)}
+    proc = subprocess.Popen([*RSCHED_SCRIPT, "dev"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while not any("dashboard and API" in ln for ln in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        url = f"http://127.0.0.1:{port}/"
+        assert f"rsched dev: dashboard and API (dev mode, no keys): {url}" in lines[-1]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(url)
+                fires = [ln for ln in httpx.get(f"{url}metrics").text.splitlines()
+                         if ln.startswith("rsched_scheduler_fires_total ")]
+                if fires and float(fires[0].split()[1]) >= 1:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        assert page.status_code == 200 and "hello-every-second" in page.text
+        assert "every second" in page.text
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in rest, "".join(lines) + rest
+    _keys(redis_url, "rsched-dev-ui:*", delete=True)
