@@ -65,3 +65,18 @@ async def make_api(make_engine: Callable[..., Any], redis_url: str, prefix: str
 async def api(make_api: Callable[..., Any]) -> Api:
     made: Api = await make_api()
     return made
+
+
+async def all_run_pages(c: Any, job_id: str, limit: int = 2) -> tuple[list[Any], list[str]]:
+    """Every run of a job through GET /jobs/{id}/runs, page by page: (runs, cursors)."""
+    seen: list[Any] = []
+    cursors: list[str] = []
+    cursor = None
+    while True:
+        q = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        page = (await c.get(f"/api/v1/jobs/{job_id}/runs{q}")).json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen, cursors
+        cursors.append(cursor)

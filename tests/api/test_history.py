@@ -14,6 +14,7 @@ from api.app import create_app
 from rsched.archive.archiver import Archiver
 from rsched.engine import Engine
 from rsched.settings import ArchiverSettings, Settings
+from tests.api.conftest import all_run_pages
 from tests.api.test_runs_ops import work
 
 pytestmark = pytest.mark.pg
@@ -73,15 +74,7 @@ async def test_runs_page_from_redis_into_the_archive(history: History, archive_d
     await archive_everything(history.engine, archive_dsn)
     await forget_runs(history.engine, run_ids[:3])  # the three oldest left Redis
 
-    seen, cursors, cursor = [], [], None
-    while True:
-        q = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        page = (await c.get(f"/api/v1/jobs/{job['id']}/runs{q}")).json()
-        seen += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-        cursors.append(cursor)
+    seen, cursors = await all_run_pages(c, job["id"])
     assert [r["id"] for r in seen] == run_ids[::-1]
     assert {r["status"] for r in seen} == {"succeeded"}
     assert any(cur.startswith("a") for cur in cursors)  # it crossed into the archive

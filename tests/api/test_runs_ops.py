@@ -9,7 +9,7 @@ from rsched.clock import FakeClock
 from rsched.errors import Fatal
 from rsched.models import Role
 from rsched.tasks import TaskRegistry
-from tests.api.conftest import Api
+from tests.api.conftest import Api, all_run_pages
 from tests.support import system
 
 EVERY = {"type": "every", "every_ms": 3_600_000}
@@ -49,14 +49,7 @@ async def test_job_runs_pages_and_run_lookup(api: Api) -> None:
     run_ids = [(await c.post(f"/api/v1/jobs/{job['id']}/run")).json()["run_id"]
                for _ in range(5)]
     await work(api, asyncio.Event())
-    seen, cursor = [], None
-    while True:
-        q = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        page = (await c.get(f"/api/v1/jobs/{job['id']}/runs{q}")).json()
-        seen += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen, _ = await all_run_pages(c, job["id"])
     assert [r["id"] for r in seen] == run_ids[::-1]
     assert {r["status"] for r in seen} == {"succeeded"}
     run = (await c.get(f"/api/v1/runs/{run_ids[0]}")).json()

@@ -21,7 +21,7 @@ from rsched.client import Client
 from rsched.devservers import free_port
 from rsched.models import JobDef
 from rsched.settings import Settings
-from tests.support.procs import run_cli
+from tests.support.procs import run_cli, watch_until
 
 # `python -P`: no current directory on sys.path, as with the installed `rsched` script
 # (`python -c` would put it there and hide a task module that does not import).
@@ -36,18 +36,7 @@ def run_dev(env: dict[str, str], until: str, times: int = 2, cwd: Path | None = 
     proc = subprocess.Popen([*RSCHED_SCRIPT, "dev", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
                             start_new_session=True)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while time.monotonic() < deadline and sum(until in ln for ln in lines) < times:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+    lines, rest = watch_until(proc, lambda lines: sum(until in ln for ln in lines) >= times)
     out = "".join(lines) + rest
     assert sum(until in ln for ln in lines) >= times, out
     assert proc.returncode == 0 and "Traceback" not in out, out

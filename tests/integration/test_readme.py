@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rsched.cli import app
-from tests.support.procs import REPO, run_cli
+from tests.support.procs import REPO, run_cli, watch_until
 
 README = (REPO / "README.md").read_text()
 # `python -P`: the current directory is not put on sys.path (as with the installed script).
@@ -42,19 +40,8 @@ def test_python_example_runs_as_written_and_a_worker_runs_its_task(
     worker = subprocess.Popen([*RSCHED_SCRIPT, "worker", "--module", "emails"], cwd=tmp_path,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        assert worker.stdout is not None
-        while time.monotonic() < deadline and not any("sending to a@b.c" in ln
-                                                      for ln in lines):
-            line = worker.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-    finally:
-        os.killpg(worker.pid, signal.SIGINT)
-        rest, _ = worker.communicate(timeout=30)
+    lines, rest = watch_until(worker, lambda lines: any("sending to a@b.c" in ln
+                                                        for ln in lines))
     assert any("sending to a@b.c" in ln for ln in lines), "".join(lines) + rest
     assert worker.returncode == 0, rest
 

@@ -150,3 +150,22 @@ async def worker_ready(engine: Engine, role: Role, timeout_s: float = 30.0) -> s
         return None
 
     return await eventually(check, f"{role.name} to heartbeat", timeout_s)
+
+
+def watch_until(proc: subprocess.Popen[str], done: Callable[[list[str]], bool],
+                timeout_s: float = 60) -> tuple[list[str], str]:
+    """Read a process' output lines until ``done(lines)`` or ``timeout_s``, then Ctrl-C
+    its session; returns (the lines read, the rest of its output)."""
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        assert proc.stdout is not None
+        while time.monotonic() < deadline and not done(lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    return lines, rest
