@@ -93,7 +93,7 @@ class Poster:
         return Delivery("failed", self.cfg.attempts, code)
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2 ** (attempt - 1))
+        return min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2.0 ** (attempt - 1))
 
 
 def _retry_after(resp: httpx.Response) -> float:
