@@ -14,7 +14,6 @@ import msgspec
 import pytest
 
 from rsched.client import Client
-
 from rsched.errors import Code
 from rsched.models import Every, HookOn, Immediate, JobDef, RetryPolicy, RunStatus, Webhook
 from rsched.settings import AlertSettings
