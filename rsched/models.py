@@ -112,7 +112,7 @@ WebhookUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#@]+(/\S*)?$"
 SecretName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 
 
-class Webhook(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
+class Webhook(msgspec.Struct, frozen=True, kw_only=True,
               forbid_unknown_fields=True):
     """A completion webhook: POST JSON to ``url`` when a run ends (docs/tasks.md)."""
 
