@@ -12,11 +12,13 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from rsched.limits import MAX_COUNT, MAX_JITTER_MS, MAX_UNIQUE_KEY
 from rsched.models import (
     At,
     Cron,
     DeadLetter,
     Every,
+    HookOn,
     Immediate,
     Job,
     JobDef,
@@ -26,6 +28,9 @@ from rsched.models import (
     RetryPolicy,
     Run,
     Schedule,
+    SecretName,
+    Webhook,
+    WebhookUrl,
 )
 
 QueueName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -39,6 +44,9 @@ Grace = Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)]
 CatchUp = Annotated[int, msgspec.Meta(ge=1, le=10000)]
 
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]  # up to year 9999
+JitterS = Annotated[float, msgspec.Meta(ge=0, le=MAX_JITTER_MS / 1000)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
+UniqueKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIQUE_KEY)]
 MAX_BATCH = 1000
 
 
@@ -73,6 +81,19 @@ class ScheduleCron(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag=
 ScheduleIn = ScheduleNow | ScheduleAt | ScheduleEvery | ScheduleCron
 
 
+class WebhookIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A completion webhook: POST JSON to ``url`` when a run ends; ``on`` success,
+    failure or always; ``secret`` names the workers' environment variable holding the
+    HMAC-SHA256 key (X-Rsched-Signature), never the key itself."""
+
+    url: WebhookUrl
+    on: HookOn = HookOn.ALWAYS
+    secret: SecretName | None = None
+
+    def to_model(self) -> Webhook:
+        return Webhook(url=self.url, on=self.on, secret=self.secret)
+
+
 def schedule_of(s: ScheduleIn) -> Schedule:
     match s:
         case ScheduleAt(at_ms=at):
@@ -100,13 +121,21 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     overlap: Overlap = Overlap.ALLOW
     name: JobName | None = None
     labels: Labels = {}
+    jitter_s: JitterS = 0.0  # each slot fires up to this much late (stable per slot)
+    max_runs: Count | None = None  # the job is done after this many runs
+    concurrency: Count | None = None  # runs of the job at once, at most
+    unique_key: UniqueKey | None = None  # create only: a key the tenant holds returns its job
+    webhook: WebhookIn | None = None
 
     def to_def(self, tenant: str) -> JobDef:
         return JobDef(task=self.task, schedule=schedule_of(self.schedule), args=self.args,
                       kwargs=self.kwargs, queue=self.queue, tenant=tenant,
                       timeout_s=self.timeout_s, retry=self.retry, misfire=self.misfire,
                       grace_s=self.grace_s, catch_up_max=self.catch_up_max,
-                      overlap=self.overlap, name=self.name, labels=self.labels)
+                      overlap=self.overlap, name=self.name, labels=self.labels,
+                      jitter_s=self.jitter_s, max_runs=self.max_runs,
+                      concurrency=self.concurrency, unique_key=self.unique_key,
+                      webhook=None if self.webhook is None else self.webhook.to_model())
 
 
 class JobPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -125,6 +154,10 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_de
     overlap: Overlap | UnsetType = UNSET
     name: JobName | None | UnsetType = UNSET
     labels: Labels | UnsetType = UNSET
+    jitter_s: JitterS | UnsetType = UNSET
+    max_runs: Count | None | UnsetType = UNSET
+    concurrency: Count | None | UnsetType = UNSET
+    webhook: WebhookIn | None | UnsetType = UNSET
 
 
 class JobBatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -159,6 +192,12 @@ class JobOut(msgspec.Struct, kw_only=True):
     created_ms: int | None
     runs: int
     last_run_id: str | None
+    jitter_s: float = 0.0
+    max_runs: int | None = None
+    concurrency: int | None = None
+    unique_key: str | None = None
+    webhook: Webhook | None = None
+    paused_until_ms: int | None = None
 
 
 def job_out(job: Job) -> JobOut:
@@ -169,7 +208,10 @@ def job_out(job: Job) -> JobOut:
                   retry=spec.retry, misfire=trig.misfire, grace_s=trig.grace_s,
                   catch_up_max=trig.catch_up_max, overlap=job.overlap, next_ms=job.next_ms,
                   last_slot_ms=job.last_slot_ms, created_ms=job.created_ms, runs=job.runs,
-                  last_run_id=job.last_run_id)
+                  last_run_id=job.last_run_id, jitter_s=trig.jitter_ms / 1000,
+                  max_runs=job.max_runs, concurrency=job.concurrency,
+                  unique_key=job.unique_key, webhook=job.webhook,
+                  paused_until_ms=job.paused_until_ms)
 
 
 def job_in_of(job: Job) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from rsched.names import (
     validate_labels,
     validate_queue,
     validate_tenant,
+    validate_webhook_url,
 )
 from rsched.settings import Settings
 from rsched.tasks import TaskRegistry
@@ -48,6 +49,10 @@ UNIQUE_CREATE_MS = 30_000
 DEAD_ID = re.compile(r"^(\d{1,16}-\d{1,16})~(.+)$")  # "<stream entry id>~<job id>"
 DEAD_SCAN_MAX = 100_000  # dead letters one filtered listing examines at most
 KNOWN_TASKS_S = 5.0  # how long the registered task names are reused for the warning
+
+
+def _hook_blob(job: JobDef) -> bytes | None:
+    return None if job.webhook is None else msgspec.json.encode(job.webhook)
 
 
 class Client:
@@ -104,6 +109,8 @@ class Client:
         if job.name is not None:
             validate_job_name(job.name)
         validate_labels(job.labels)
+        if job.webhook is not None:
+            validate_webhook_url(job.webhook.url)
         validate_schedule(job.schedule, now_ms)
 
     @staticmethod
@@ -140,6 +147,8 @@ class Client:
             raise
         if job.name or job.labels:
             await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
+        if job.unique_key or job.webhook:
+            await self.engine.catalog.set_extras([(job_id, job.unique_key, _hook_blob(job))])
         return job_id
 
     async def _claim_unique(self, tenant: str, key: str, claim: str, now: int) -> str | None:
@@ -201,6 +210,9 @@ class Client:
         await self.engine.catalog.set_meta([
             (i, j.name, j.labels) for i, j, c in zip(ids, jobs, codes, strict=True)
             if c > 0 and (j.name or j.labels)])
+        await self.engine.catalog.set_extras([
+            (i, None, _hook_blob(j)) for i, j, c in zip(ids, jobs, codes, strict=True)
+            if c > 0 and j.webhook])
         dup = [job_id for job_id, code in zip(ids, codes, strict=True) if code == Code.DUPLICATE]
         if dup:
             raise DuplicateJob(f"schedule_many: {len(dup)} of {len(ids)} job ids already exist "
@@ -228,6 +240,9 @@ class Client:
         now = await self.clock.now_ms()
         await self._validate(job, now)
         current = await self.get(job_id)
+        if job.unique_key is not None and job.unique_key != current.unique_key:
+            raise ValidationError(f"unique_key: fixed when the job was created"
+                                  f" ({current.unique_key!r}); create a new job instead")
         if version is None:
             version = current.version
         if job.name and job.name != current.name:
@@ -241,6 +256,7 @@ class Client:
                 await self.engine.catalog.claim_name(job.tenant, job.name, job_id, None)
             raise
         await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
+        await self.engine.catalog.set_extras([(job_id, None, _hook_blob(job))])
         if current.name and current.name != job.name:
             await self.engine.catalog.claim_name(current.tenant, current.name, job_id, None)
         return ver

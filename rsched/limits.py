@@ -33,6 +33,7 @@ MAX_COUNT = 1_000_000_000
 MAX_UNIQUE_KEY = 200
 # Lengths of names.
 MAX_TASK_NAME = 200
+MAX_URL = 2048  # a webhook URL
 MAX_TENANT = 128
 MAX_TZ_NAME = 64  # the longest IANA name is 32 characters
 MAX_CRON_EXPR = 256

@@ -24,6 +24,7 @@ from rsched.limits import (
     MAX_TIME_MS,
     MAX_TZ_NAME,
     MAX_UNIQUE_KEY,
+    MAX_URL,
 )
 
 # Bounds: docs/decisions.md "Input limits" (rsched/limits.py says why).
@@ -96,6 +97,30 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     jitter_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_JITTER_MS)] = 0
 
 
+class HookOn(StrEnum):
+    """Which finished runs a completion webhook is sent for."""
+
+    SUCCESS = "success"  # succeeded
+    FAILURE = "failure"  # failed, dead, timed_out
+    ALWAYS = "always"  # any final status, cancelled included
+
+
+# An http(s) URL with a host; checked again (parsed) by the client.
+WebhookUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#@]+(/\S*)?$",
+                                         max_length=MAX_URL)]
+# The name of the signing key: an environment variable of the workers, never the key itself.
+SecretName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class Webhook(msgspec.Struct, frozen=True, kw_only=True,
+              forbid_unknown_fields=True):
+    """A completion webhook: POST JSON to ``url`` when a run ends (docs/tasks.md)."""
+
+    url: WebhookUrl
+    on: HookOn = HookOn.ALWAYS
+    secret: SecretName | None = None  # HMAC-SHA256 key, resolved by the worker at delivery
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a worker needs to execute a run; stored as the job's ``spec`` blob."""
 
@@ -130,6 +155,7 @@ class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Creating a job with a key its tenant already holds returns that job's id.
     unique_key: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIQUE_KEY)
                           ] | None = None
+    webhook: Webhook | None = None  # POSTed when a run ends (docs/tasks.md, webhooks)
 
     def spec(self) -> JobSpec:
         return JobSpec(task=self.task, args=self.args, kwargs=self.kwargs,
@@ -187,6 +213,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     max_runs: int | None = None
     concurrency: int | None = None
     paused_until_ms: int | None = None
+    unique_key: str | None = None
+    webhook: Webhook | None = None
 
     def definition(self) -> JobDef:
         """The JobDef that (re)creates this job as it is now (the input of update)."""
@@ -196,7 +224,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             tenant=self.tenant, timeout_s=self.spec.timeout_s, retry=self.spec.retry,
             misfire=self.trigger.misfire, grace_s=self.trigger.grace_s,
             catch_up_max=self.trigger.catch_up_max, overlap=self.overlap, name=self.name,
-            labels=self.labels)
+            labels=self.labels, jitter_s=self.trigger.jitter_ms / 1000,
+            max_runs=self.max_runs, concurrency=self.concurrency,
+            unique_key=self.unique_key, webhook=self.webhook)
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,6 +244,10 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     finished_ms: int | None = None
     worker: str | None = None
     error: str | None = None
+    # its completion webhook: delivered | failed (gave up), attempts, last HTTP status
+    webhook_status: str | None = None
+    webhook_attempts: int | None = None
+    webhook_code: int | None = None
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

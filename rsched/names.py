@@ -7,6 +7,7 @@ engine builds keys from names that passed here).
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from rsched.errors import InvalidQueueName, ValidationError
 
@@ -54,3 +55,16 @@ def validate_labels(labels: dict[str, str]) -> dict[str, str]:
         if len(value) > 256:
             raise ValidationError(f"label {key!r}: value longer than 256 characters")
     return labels
+
+
+def validate_webhook_url(url: str) -> str:
+    """An http(s) URL with a host and a valid port (a webhook's target)."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and (parts.port is None or parts.port > 0) and not any(c.isspace() for c in url)
+    except ValueError:  # a bad port or IPv6 literal
+        ok = False
+    if not ok:
+        raise ValidationError(f"webhook url {url[:100]!r}: use http:// or https:// with a host")
+    return url

@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlparse
 import msgspec
 from msgspec import Meta
 
-from rsched.errors import ConfigError, InvalidQueueName
-from rsched.names import validate_queue
+from rsched.errors import ConfigError, InvalidQueueName, ValidationError
+from rsched.names import validate_queue, validate_webhook_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 IGNORED_PREFIX = "RSCHED_TEST_"  # the test suite's own variables, not settings
@@ -139,6 +139,38 @@ class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True):
     cache_s: Annotated[float, Meta(ge=0, le=3600)] = 5.0
 
 
+class AlertSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Failure alerts (docs/tasks.md, "Alerts and webhooks"): sent by workers' notifiers."""
+
+    webhook_url: str | None = None  # POST each alert here as JSON; unset: the log only
+    window_s: Seconds = 300.0  # per job: at most per_window alerts in this window
+    per_window: Annotated[int, Meta(ge=1, le=1000)] = 1
+    threshold: Annotated[int, Meta(ge=0, le=100_000)] = 0  # failed attempts in a window that
+    # alert even when retries remain; 0 = only runs that end failed, dead or timed_out
+    log: bool = True  # also log each alert (WARNING, logger rsched.alerts)
+
+    def __post_init__(self) -> None:
+        if self.webhook_url is not None:
+            try:
+                validate_webhook_url(self.webhook_url)
+            except ValidationError as exc:
+                raise ConfigError(f"{var('alerts', 'webhook_url')}: {exc}") from None
+
+
+class NotifySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The notifier each worker runs: alerts and completion webhooks, off the hot path."""
+
+    enabled: bool = True
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 16  # deliveries at once per worker
+    queue: Count = 1000  # notifications waiting per worker; full: reading events pauses
+    batch: Count = 200  # events per read
+    attempts: Annotated[int, Meta(ge=1, le=100)] = 5  # per delivery (5xx, 429, no answer)
+    backoff_s: Seconds = 1.0  # first retry delay, doubled per attempt
+    backoff_max_s: Seconds = 30.0
+    timeout_s: Seconds = 10.0  # per HTTP request
+    claim_idle_s: Seconds = 300.0  # a dead worker's unsent notifications are taken over
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis: RedisSettings = RedisSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
@@ -146,6 +178,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     archiver: ArchiverSettings = ArchiverSettings()
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
+    alerts: AlertSettings = AlertSettings()
+    notify: NotifySettings = NotifySettings()
 
     def __post_init__(self) -> None:
         w, s = self.worker, self.scheduler
@@ -167,6 +201,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         # sooner would take a live archiver's events.
         _check(self.archiver.claim_idle_s > self.archiver.flush_s, "archiver.claim_idle_s",
                "must exceed", "archiver.flush_s", self)
+        # A live notifier may spend this long on one delivery: claiming sooner sends twice.
+        n = self.notify
+        _check(n.claim_idle_s > n.attempts * (n.timeout_s + n.backoff_max_s),
+               "notify.claim_idle_s", "must exceed notify.attempts x (notify.timeout_s +",
+               "notify.backoff_max_s)", self)
 
     @classmethod
     def from_env(
@@ -256,6 +295,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings, "scheduler": SchedulerSettings, "worker": WorkerSettings,
     "archiver": ArchiverSettings, "api": ApiSettings, "metrics": MetricsSettings,
+    "alerts": AlertSettings, "notify": NotifySettings,
 }
 _FIELDS = {name: cls.__struct_fields__ for name, cls in _SECTIONS.items()}
 VARIABLES = [var(section, field) for section, fields in _FIELDS.items() for field in fields]

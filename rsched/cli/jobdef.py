@@ -21,9 +21,21 @@ import typer
 
 from rsched.cli import parse
 from rsched.errors import ValidationError
-from rsched.models import At, Cron, Every, Immediate, JobDef, Misfire, Overlap, Schedule
+from rsched.models import (
+    At,
+    Cron,
+    Every,
+    HookOn,
+    Immediate,
+    JobDef,
+    Misfire,
+    Overlap,
+    Schedule,
+    Webhook,
+)
 
 _S, _T, _R, _P, _M = "Schedule", "Task", "Retry", "Policy", "Metadata"
+_C, _W = "Execution controls", "Completion webhook"
 # name -> (type, help, panel); every option defaults to None ("not given"), a flag to False
 OPTIONS: dict[str, tuple[Any, str, str]] = {
     "cron": (str | None, "cron expression, 5 fields or 6 with seconds first", _S),
@@ -48,6 +60,16 @@ OPTIONS: dict[str, tuple[Any, str, str]] = {
     "overlap": (Overlap | None, "allow, or forbid (skip a slot while a run is unfinished)", _P),
     "name": (str | None, "unique name in the tenant (apply/export match on it)", _M),
     "label": (list[str] | None, "key=value (repeat); with update, key- removes", _M),
+    "fire_jitter": (str | None, "fire each slot up to this much late, stable per slot: 2m"
+                    " (--jitter is the retry delays')", _C),
+    "max_runs": (int | None, "the job is done after this many runs; 0 removes", _C),
+    "concurrency": (int | None, "runs of the job at once, at most; 0 removes", _C),
+    "unique_key": (str | None, "add: a key the tenant already holds returns that job", _C),
+    "webhook": (str | None, "POST JSON here when a run ends (http/https); 'none' removes",
+                _W),
+    "webhook_on": (HookOn | None, "success, failure or always (default)", _W),
+    "webhook_secret": (str | None, "the workers' environment variable holding the HMAC"
+                       " key (X-Rsched-Signature)", _W),
 }
 
 
@@ -154,5 +176,31 @@ def _metadata(base: JobDef, o: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _controls(base: JobDef, o: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if o["fire_jitter"] is not None:
+        out["jitter_s"] = parse.duration_s(o["fire_jitter"], "--fire-jitter")
+    for k in ("max_runs", "concurrency"):
+        if o[k] is not None:
+            out[k] = o[k] or None  # 0: no limit
+    if o["unique_key"] is not None:
+        out["unique_key"] = o["unique_key"]
+    return out
+
+
+def _webhook(base: JobDef, o: dict[str, Any]) -> dict[str, Any]:
+    url, on, secret = o["webhook"], o["webhook_on"], o["webhook_secret"]
+    if url is None and on is None and secret is None:
+        return {}
+    if url is not None and url.lower() == "none":
+        return {"webhook": None}
+    cur = base.webhook
+    if url is None and cur is None:
+        raise ValidationError("--webhook-on and --webhook-secret need --webhook <url>")
+    return {"webhook": Webhook(
+        url=url or (cur.url if cur else ""), on=on or (cur.on if cur else HookOn.ALWAYS),
+        secret=(secret or None) if secret is not None else (cur.secret if cur else None))}
+
+
 SECTIONS: tuple[Callable[[JobDef, dict[str, Any]], dict[str, Any]], ...] = (
-    _schedule, _task, _retry, _policy, _metadata)
+    _schedule, _task, _retry, _policy, _metadata, _controls, _webhook)

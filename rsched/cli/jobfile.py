@@ -22,12 +22,14 @@ from rsched.models import (
     At,
     Cron,
     Every,
+    HookOn,
     Immediate,
     JobDef,
     Misfire,
     Overlap,
     RetryPolicy,
     Schedule,
+    Webhook,
 )
 
 Duration = str | float
@@ -52,6 +54,13 @@ class FileRetry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
     jitter: float = 0.2
 
 
+class FileWebhook(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
+                  forbid_unknown_fields=True):
+    url: str
+    on: HookOn = HookOn.ALWAYS
+    secret: str | None = None
+
+
 class FileJob(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
               forbid_unknown_fields=True):
     name: str
@@ -73,6 +82,11 @@ class FileJob(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
     catch_up_max: int = 100
     overlap: Overlap = Overlap.ALLOW
     labels: dict[str, str] = {}
+    jitter: Duration | None = None  # each slot fires up to this much late
+    max_runs: int | None = None
+    concurrency: int | None = None
+    unique_key: str | None = None
+    webhook: FileWebhook | None = None
 
 
 class JobFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -147,7 +161,11 @@ def to_def(fj: FileJob, tenant: str) -> JobDef:
                           backoff_max_s=parse.duration_s(r.backoff_max, "retry.backoff_max"),
                           jitter=r.jitter),
         misfire=fj.misfire, grace_s=parse.duration_s(fj.grace, "grace"),
-        catch_up_max=fj.catch_up_max, overlap=fj.overlap, labels=fj.labels)
+        catch_up_max=fj.catch_up_max, overlap=fj.overlap, labels=fj.labels,
+        jitter_s=0.0 if fj.jitter is None else parse.duration_s(fj.jitter, "jitter"),
+        max_runs=fj.max_runs, concurrency=fj.concurrency, unique_key=fj.unique_key,
+        webhook=None if fj.webhook is None else Webhook(
+            url=fj.webhook.url, on=fj.webhook.on, secret=fj.webhook.secret))
 
 
 def _schedule_fields(s: Schedule) -> dict[str, Any]:
@@ -171,7 +189,10 @@ def of_def(j: JobDef) -> FileJob:
                         backoff_factor=r.backoff_factor, backoff_max=fd(r.backoff_max_s),
                         jitter=r.jitter),
         misfire=j.misfire, grace=fd(j.grace_s), catch_up_max=j.catch_up_max,
-        overlap=j.overlap, labels=j.labels)
+        overlap=j.overlap, labels=j.labels, jitter=fd(j.jitter_s) if j.jitter_s else None,
+        max_runs=j.max_runs, concurrency=j.concurrency, unique_key=j.unique_key,
+        webhook=None if j.webhook is None else FileWebhook(
+            url=j.webhook.url, on=j.webhook.on, secret=j.webhook.secret))
 
 
 def changes(current: JobDef, desired: JobDef) -> dict[str, tuple[Any, Any]]:

@@ -203,7 +203,16 @@ def _verb(name: str, help_text: str) -> None:
     jobs_app.command(name.replace("_", "-"))(command)
 
 
-_verb("pause", "Pause a job (no fires until resumed).")
+@jobs_app.command("pause")
+def jobs_pause(job_id: JobId, until: Annotated[str | None, typer.Option(
+        help="resume by itself at this instant (ISO 8601)")] = None,
+               redis_url: RedisUrl = None) -> None:
+    """Pause a job (no fires until resumed, or until --until)."""
+    until_ms = checked(lambda: parse.instant_ms(until, "--until")) if until else None
+    with_client(settings(redis_url), lambda c: c.pause(job_id, until_ms))
+    typer.echo(f"pause {job_id}: ok" + (f" (until {parse.iso(until_ms)})" if until_ms else ""))
+
+
 _verb("resume", "Resume a paused job.")
 _verb("cancel", "Cancel a job; a running run is signalled to stop.")
 _verb("run_now", "Enqueue one extra run of a job at once.")

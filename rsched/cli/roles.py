@@ -63,8 +63,7 @@ def worker(redis_url: RedisUrl = None, queues: str | None = None, module: Module
     log.configure(log_level)
 
     async def go() -> None:
-        w = await runner.build_worker(s)
-        await runner.run_until_signal([w], s.worker.grace_s)
+        await runner.run_until_signal(await runner.worker_components(s), s.worker.grace_s)
 
     code = 0
     try:
@@ -156,7 +155,7 @@ def dev(redis_url: RedisUrl = None, log_level: LogLevel = "INFO", module: Module
 
 
 async def _dev_roles(s: Settings, schema: str | None) -> list[Any]:
-    roles: list[Any] = [await runner.build_scheduler(s), await runner.build_worker(s)]
+    roles: list[Any] = [await runner.build_scheduler(s), *await runner.worker_components(s)]
     if s.archiver.dsn:
         try:
             if schema:

@@ -86,6 +86,22 @@ class Catalog(Part):
             pipe.hset(key, "labels", _json.encode(labels))
         await pipe.execute()
 
+    async def set_extras(self, jobs: Sequence[tuple[str, str | None, bytes | None]]) -> None:
+        """(job id, unique key, webhook JSON blob or None) into each job hash: a key is
+        written when given (it is fixed at creation), a webhook set or removed."""
+        if not jobs:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, unique_key, hook in jobs:
+            key = self.core.keys_for(job_id).job(job_id)
+            if unique_key:
+                pipe.hset(key, "ukey", unique_key)
+            if hook:
+                pipe.hset(key, "hook", hook)
+            else:
+                pipe.hdel(key, "hook")
+        await pipe.execute()
+
     async def name_holder(self, tenant: str, name: str) -> str | None:
         holder = await self.redis.hget(self.core.tenant_keys(tenant).names, name)
         return None if holder is None else text(holder)

@@ -105,9 +105,9 @@ class Core:
             floor = cand if floor is None or id_lt(cand, floor) else floor
         return floor
 
-    async def ensure_group(self, stream: str, group: str) -> None:
+    async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
         try:
-            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream, group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

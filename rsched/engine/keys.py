@@ -18,6 +18,8 @@ from rsched.names import validate_queue
 WORKER_GROUP = "workers"
 # Consumer group archivers read the events streams through.
 ARCHIVER_GROUP = "archivers"
+# The notifiers' consumer group on the events streams (alerts and webhooks, at least once)
+NOTIFIER_GROUP = "notifiers"
 # Due-index members with this prefix are retries of a run, not jobs.
 RETRY_PREFIX = "r:"
 # Due-index members with this prefix resume a job paused until their score.
@@ -111,6 +113,9 @@ class ShardKeys:
 
     def held(self, job_id: str) -> str:
         return self.held_prefix + job_id
+
+    def alert_gate(self, job_id: str) -> str:  # HASH  schema.ALERT_GATE: a job's alert window
+        return f"{self.tag}:alert:{job_id}"
 
     @cached_property
     def events(self) -> str:  # STREAM  every job and run transition (archived to PostgreSQL)

@@ -16,9 +16,19 @@ from rsched import codec
 from rsched.engine.core import Part
 from rsched.engine.schema import JOB
 from rsched.engine.types import job_of_run, parse_dead, parse_run, text
-from rsched.models import DeadLetter, Job, JobState, Overlap, Run, ShardLease, Status
+from rsched.models import (
+    DeadLetter,
+    Job,
+    JobState,
+    Overlap,
+    Run,
+    ShardLease,
+    Status,
+    Webhook,
+)
 
 _labels = msgspec.json.Decoder(dict[str, str])
+_webhook = msgspec.json.Decoder(Webhook)
 
 
 def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
@@ -31,7 +41,9 @@ def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
         last_run_id=h.get("last_run_id"), name=h.get("name"),
         labels=_labels.decode(h["labels"]) if "labels" in h else {},
         created_ms=h.get("created_ms"), max_runs=h.get("max_runs"),
-        concurrency=h.get("concurrency"), paused_until_ms=h.get("paused_until_ms"))
+        concurrency=h.get("concurrency"), paused_until_ms=h.get("paused_until_ms"),
+        unique_key=h.get("unique_key"),
+        webhook=_webhook.decode(h["webhook"]) if "webhook" in h else None)
 
 
 class Queries(Part):

@@ -111,6 +111,10 @@ JOB = Record("job hash <job_prefix><job id>", [
     F("last", "last_slot_ms", int, "the latest fired slot (epoch ms)", "fire_due, restore_job"),
     F("name", "name", str, "unique name within its tenant (optional)", "client (HSET)"),
     F("labels", "labels", bytes, "msgspec dict[str, str] blob (optional)", "client (HSET)"),
+    F("ukey", "unique_key", str, "the unique key it was created with (optional)",
+      "client (HSET)"),
+    F("hook", "webhook", bytes, "JSON Webhook blob: its completion webhook (optional)",
+      "client (HSET)"),
 ])
 
 RUN = Record("run hash <run_prefix><run id>", [
@@ -139,6 +143,11 @@ RUN = Record("run hash <run_prefix><run id>", [
     F("lim", "concurrency", int, "its job's concurrency limit, copied at fire (optional): "
       "start_runs holds a slot of <run_prefix>held:<job id> while it runs",
       "fire_due, run_now"),
+    F("hook", "webhook_status", str, "its completion webhook: delivered | failed (gave up)",
+      "record_hook"),
+    F("hook_att", "webhook_attempts", int, "delivery attempts of its webhook", "record_hook"),
+    F("hook_code", "webhook_code", int, "the receiver's last HTTP status (0: no answer)",
+      "record_hook"),
 ])
 
 QUEUE_ENTRY = Record("queue stream entry <queue_prefix><queue>", [
@@ -196,4 +205,12 @@ RATE_BUCKET = Record("API key token bucket <prefix>:{k:<key id>}:bucket", [
     F("ts", "refilled_ms", int, "last refill (epoch ms)", "take_token"),
 ])
 
-RECORDS = (JOB, RUN, QUEUE_ENTRY, EVENT, DEAD_LETTER, RATE_BUCKET)
+ALERT_GATE = Record("failure alert gate of a job <tag>:alert:<job id>", [
+    F("from", "window_from_ms", int, "start of the current alert window (epoch ms)",
+      "note_failure"),
+    F("fails", "failures", int, "failed attempts in the current window", "note_failure"),
+    F("sent", "sent", int, "alerts sent in the current window", "note_failure"),
+    F("held", "held", int, "alerts held back since the last one sent", "note_failure"),
+])
+
+RECORDS = (JOB, RUN, QUEUE_ENTRY, EVENT, DEAD_LETTER, RATE_BUCKET, ALERT_GATE)

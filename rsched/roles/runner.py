@@ -28,6 +28,7 @@ from rsched.clock import SyncedClock
 from rsched.engine import Engine
 from rsched.errors import DuplicateJob, RoleCrashed
 from rsched.models import Every, JobDef, JobState
+from rsched.roles.notifier import Notifier
 from rsched.roles.scheduler import Scheduler
 from rsched.roles.worker import TASK_THREADS, Worker
 from rsched.settings import Settings
@@ -55,6 +56,16 @@ async def build_worker(settings: Settings) -> Worker:
     return Worker(engine, settings.worker, SyncedClock(engine.clock()), registry)
 
 
+async def worker_components(settings: Settings) -> list[Any]:
+    """A worker and, unless notify.enabled is off, its notifier (alerts and webhooks) on
+    the same engine."""
+    w = await build_worker(settings)
+    if not settings.notify.enabled:
+        return [w]
+    return [w, Notifier(w.engine, settings.notify, settings.alerts, w.id,
+                        block_s=settings.worker.block_s)]
+
+
 async def run_until_signal(
         components: list[Any], grace_s: float,
         extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
@@ -77,9 +88,10 @@ async def run_until_signal(
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
     waiter.cancel()
-    for c in components:
-        if getattr(c, "engine", None) is not None:
-            await c.engine.close()
+    engines = {id(c.engine): c.engine for c in components
+               if getattr(c, "engine", None) is not None}  # the API server has none
+    for engine in engines.values():
+        await engine.close()
     if crash is not None:
         raise crash
 
