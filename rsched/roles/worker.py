@@ -23,7 +23,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,6 +33,7 @@ from rsched.clock import Clock
 from rsched.engine import Delivery, Engine, Outcome
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RetryPolicy, RunStatus
+from rsched.roles.kinds import TaskKinds
 from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
 from rsched.roles.task_call import TaskCaller
 from rsched.settings import WorkerSettings
@@ -77,7 +77,7 @@ class Worker:
         self._lost: set[RunKey] = set()  # runs cancelled because their lease may be gone
         self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix=TASK_THREADS)
         self._caller = TaskCaller(registry, clock, self._pool, self._leases,
-                                  self._lost.__contains__)
+                                  self._lost.__contains__, TaskKinds(cfg))
         self._specs: dict[bytes, JobSpec] = {}
         self._rng = random.Random()
         self._ttl_ms = int(cfg.run_ttl_s * 1000)
@@ -154,7 +154,7 @@ class Worker:
         try:
             spec = self._spec(d.payload)
             result = await self._caller.call(spec, d)
-            self._record(d, RunStatus.SUCCEEDED, _excerpt(result))
+            self._record(d, RunStatus.SUCCEEDED, codec.encode_result(result))
         except LeaseLapsed:
             log.warning("run %s attempt %d not started: its lease may have lapsed since it "
                         "was read; left for the reclaimer", d.run_id, d.attempt)
@@ -172,7 +172,7 @@ class Worker:
                              RunStatus.TIMED_OUT, retry=True)
         except Retry as exc:
             delay = None if exc.delay_s is None else int(exc.delay_s * 1000)
-            await self._fail(d, spec, "retry requested", RunStatus.DEAD, retry=True,
+            await self._fail(d, spec, exc.reason or "retry requested", RunStatus.DEAD, retry=True,
                              delay_ms=delay)
         except Fatal as exc:  # the handler's own reason; its traceback says nothing more
             await self._fail(d, spec, f"Fatal: {exc}", RunStatus.FAILED, retry=False)
@@ -375,6 +375,7 @@ class Worker:
             log.warning("shutdown without final flush (%s); runs will be reclaimed", exc)
         self._leases.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        await self._caller.kinds.aclose()
 
     async def _wait_extending(self, tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
         """Wait up to grace_s for in-flight runs, extending their leases meanwhile: the run
@@ -395,10 +396,3 @@ class Worker:
 
 def _with_grace(cfg: WorkerSettings, grace_s: float) -> WorkerSettings:
     return msgspec.structs.replace(cfg, grace_s=grace_s)
-
-
-def _excerpt(result: Any) -> str:
-    if result is None:
-        return ""
-    text = result if isinstance(result, str) else repr(result)
-    return text[:500]
