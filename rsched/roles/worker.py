@@ -90,7 +90,7 @@ class Worker:
         log.log(logging.INFO if tasks else logging.WARNING,
                 "worker %s: queues %s, concurrency %d (%d threads for sync tasks), tasks %s",
                 self.id, ",".join(self.cfg.queues), self.cfg.concurrency, self.cfg.threads,
-                ", ".join(tasks) or "none (--module, RSCHED_WORKER__MODULES): runs will fail")
+                ", ".join(tasks) or "none (--module, RSCHED_WORKER__MODULES): Python tasks fail")
 
     # -- one iteration ------------------------------------------------------------------
     async def tick(self, block_ms: int | None = None) -> WorkerReport:

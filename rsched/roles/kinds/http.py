@@ -46,8 +46,11 @@ class HttpRunner:
             self._client = None
 
     async def run(self, spec: JobSpec, task: HttpTask, secrets: RunSecrets) -> dict[str, Any]:
+        url = httpx.URL(task.url)  # params= would drop the URL's own query string
+        if task.query:
+            url = url.copy_merge_params(task.query)
         request = self._http().build_request(
-            task.method, task.url, params=task.query,
+            task.method, url,
             headers={k: secrets.value(v) for k, v in task.headers.items()},
             content=None if task.body is None else secrets.value(task.body).encode(),
             json=secrets.json(task.json) if task.json is not None else None,

@@ -35,18 +35,16 @@ class ShellRunner:
         env.update({k: secrets.value(v) for k, v in task.env.items()})
         started = time.monotonic()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=task.cwd, env=env, start_new_session=True)
+            proc, exited = await _spawn(argv, env, task.cwd)
         except OSError as exc:  # no such program or directory, not executable
             raise Fatal(secrets.scrub(f"cannot start {argv[0]!r}: {exc}")) from None
         keep = TAIL + secrets.longest
         assert proc.stdout is not None and proc.stderr is not None
         readers = asyncio.gather(_tail(proc.stdout, keep), _tail(proc.stderr, keep))
         try:
-            exit_code = await proc.wait()
+            exit_code = await asyncio.shield(exited)
         except BaseException:  # cancelled: timeout, cancel, lost lease, shutdown
-            await self._terminate(proc)
+            await self._terminate(proc.pid, exited)
             raise
         finally:
             _signal_group(proc.pid, signal.SIGKILL)  # what the process left behind
@@ -61,14 +59,45 @@ class ShellRunner:
             raise Retry(reason=f"{what}; stderr: {tail}" if tail else what)
         return result
 
-    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
-        _signal_group(proc.pid, signal.SIGTERM)
+    async def _terminate(self, pgid: int, exited: asyncio.Future[int]) -> None:
+        _signal_group(pgid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.term_grace_s)
+            await asyncio.wait_for(asyncio.shield(exited), self.term_grace_s)
         except TimeoutError:
-            _signal_group(proc.pid, signal.SIGKILL)
+            _signal_group(pgid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 5.0)
+            await asyncio.wait_for(asyncio.shield(exited), 5.0)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process exits, not when its pipes close: Process.wait() waits for
+    both, and a child left in the background holds the pipes open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self._process: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._process = transport
+        super().connection_made(transport)
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        code = None if self._process is None else self._process.get_returncode()
+        if not self.exited.done() and code is not None:
+            self.exited.set_result(code)
+
+
+async def _spawn(argv: list[str], env: dict[str, str], cwd: str | None
+                 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
+    loop = asyncio.get_running_loop()
+    pipe = asyncio.subprocess.PIPE
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _Protocol(loop), *argv, stdin=asyncio.subprocess.DEVNULL, stdout=pipe,
+        stderr=pipe, cwd=cwd, env=env, start_new_session=True)
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
