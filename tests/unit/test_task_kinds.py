@@ -89,3 +89,10 @@ def test_stored_specs_without_kinds_still_decode() -> None:
     ("shellfish", False), ("default", False), ("myshell", False)])
 def test_shell_queues(queue: str, shell: bool) -> None:
     assert is_shell_queue(queue) is shell
+
+
+def test_secret_variables_are_not_settings() -> None:
+    from rsched.settings import Settings
+    s = Settings.from_env({"RSCHED_SECRET_API_TOKEN": "v", "RSCHED_WORKER__SECRETS_FILE": "f",
+                           "RSCHED_WORKER__HTTP_MAX_CONNECTIONS": "7"})
+    assert (s.worker.secrets_file, s.worker.http_max_connections) == ("f", 7)
