@@ -32,6 +32,7 @@ from rsched.models import (
     Webhook,
     WebhookUrl,
 )
+from rsched.task_kinds import HttpTask, ShellTask
 
 QueueName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 TaskName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -106,9 +107,12 @@ def schedule_of(s: ScheduleIn) -> Schedule:
 
 
 class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A job definition as a client sends it (POST /jobs, PUT /jobs/{id})."""
+    """A job definition as a client sends it (POST /jobs, PUT /jobs/{id}): exactly one of
+    ``task`` (a Python function), ``http`` or ``shell`` (docs/tasks.md)."""
 
-    task: TaskName
+    task: TaskName | None = None
+    http: HttpTask | None = None
+    shell: ShellTask | None = None
     schedule: ScheduleIn = ScheduleNow()
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -128,7 +132,8 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     webhook: WebhookIn | None = None
 
     def to_def(self, tenant: str) -> JobDef:
-        return JobDef(task=self.task, schedule=schedule_of(self.schedule), args=self.args,
+        return JobDef(task=self.task or "", http=self.http, shell=self.shell,
+                      schedule=schedule_of(self.schedule), args=self.args,
                       kwargs=self.kwargs, queue=self.queue, tenant=tenant,
                       timeout_s=self.timeout_s, retry=self.retry, misfire=self.misfire,
                       grace_s=self.grace_s, catch_up_max=self.catch_up_max,
@@ -142,6 +147,8 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_de
     """A partial change (PATCH /jobs/{id}): only the fields given are replaced."""
 
     task: TaskName | UnsetType = UNSET
+    http: HttpTask | UnsetType = UNSET
+    shell: ShellTask | UnsetType = UNSET
     schedule: ScheduleIn | UnsetType = UNSET
     args: list[Any] | UnsetType = UNSET
     kwargs: dict[str, Any] | UnsetType = UNSET
@@ -198,6 +205,8 @@ class JobOut(msgspec.Struct, kw_only=True):
     unique_key: str | None = None
     webhook: Webhook | None = None
     paused_until_ms: int | None = None
+    http: HttpTask | None = None  # secrets appear as {"secret": "name"}, never values
+    shell: ShellTask | None = None
 
 
 def job_out(job: Job) -> JobOut:
@@ -211,13 +220,27 @@ def job_out(job: Job) -> JobOut:
                   last_run_id=job.last_run_id, jitter_s=trig.jitter_ms / 1000,
                   max_runs=job.max_runs, concurrency=job.concurrency,
                   unique_key=job.unique_key, webhook=job.webhook,
-                  paused_until_ms=job.paused_until_ms)
+                  paused_until_ms=job.paused_until_ms,
+                  http=spec.http, shell=spec.shell)
 
 
 def job_in_of(job: Job) -> dict[str, Any]:
     """The JobIn fields of a stored job, as builtins (the base a PATCH applies to)."""
     out = msgspec.to_builtins(job_out(job))
+    if job.spec.http is not None or job.spec.shell is not None:
+        del out["task"]  # the built-in name (rsched.http, rsched.shell) is not an input
     return {k: v for k, v in out.items() if k in JobIn.__struct_fields__}
+
+
+KINDS = ("task", "http", "shell")
+
+
+def patched(job: Job, patch: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH applied to a stored job's fields; a patch naming a kind replaces the kind."""
+    base = job_in_of(job)
+    if any(k in patch for k in KINDS):
+        base = {k: v for k, v in base.items() if k not in KINDS}
+    return {**base, **patch}
 
 
 class JobPage(msgspec.Struct, kw_only=True):

@@ -66,7 +66,7 @@ class Facts:
             run = self.runs[run_id]
             run.successes += 1
             run.end_ms = at_ms
-            res = f.get(b"res", b"")
+            res = f.get(b"res", b"").strip(b'"')  # a JSON number, or a string of one
             run.task_us = int(res) if res.isdigit() else 0
 
 

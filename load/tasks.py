@@ -24,12 +24,13 @@ from rsched.tasks import task
 _clients: dict[str, Any] = {}
 
 
-def _now_us() -> str:
-    return str(time.time_ns() // 1000)
+def _now_us() -> int:
+    # host wall clock in µs, stored as the run's JSON result (the bench reads it back)
+    return time.time_ns() // 1000
 
 
 @task(name="bench.noop")
-async def noop() -> str:
+async def noop() -> int:
     return _now_us()
 
 
@@ -52,7 +53,7 @@ def _redis() -> Any:
 
 
 @task(name="bench.redis")
-async def redis_roundtrip() -> str:
+async def redis_roundtrip() -> int:
     started = _now_us()
     await _redis().get("bench:task-key")
     return started
@@ -71,21 +72,21 @@ def _http() -> Any:
 
 
 @task(name="bench.http")
-async def http_call() -> str:
+async def http_call() -> int:
     started = _now_us()
     (await _http().get("/")).raise_for_status()
     return started
 
 
 @task(name="bench.asleep")
-async def async_sleep() -> str:
+async def async_sleep() -> int:
     started = _now_us()
     await asyncio.sleep(0.01)
     return started
 
 
 @task(name="bench.sleep")
-def sync_sleep() -> str:
+def sync_sleep() -> int:
     started = _now_us()
     time.sleep(0.01)
     return started

@@ -39,6 +39,7 @@ from rsched.names import (
     validate_webhook_url,
 )
 from rsched.settings import Settings
+from rsched.task_kinds import is_shell_queue
 from rsched.tasks import TaskRegistry
 from rsched.timing import first_fire, preview, validate_schedule
 
@@ -72,7 +73,8 @@ class Client:
 
     async def _validate(self, job: JobDef, now_ms: int) -> None:
         self._check(job, now_ms)
-        self._warn_unknown({job.task}, await self._known_tasks())
+        if job.task:
+            self._warn_unknown({job.task}, await self._known_tasks())
 
     async def _known_tasks(self) -> set[str]:
         """Task names workers registered, read at most every KNOWN_TASKS_S (only used to
@@ -103,9 +105,13 @@ class Client:
         validate_queue(job.queue)
         size = len(encode(job.spec()))
         if size > MAX_SPEC_BYTES:
-            raise ValidationError(f"job {job.task!r}: args, kwargs and task name encode to"
+            raise ValidationError(f"job {job.task_name!r}: its spec (args, kwargs, task) encodes to"
                                   f" {size} bytes; at most {MAX_SPEC_BYTES} (1 MiB)")
         validate_tenant(job.tenant)
+        if job.shell is not None and not is_shell_queue(job.queue):
+            raise ValidationError(f"queue {job.queue!r}: shell jobs go to queue 'shell' or "
+                                  "'shell-<name>', read only by workers started with "
+                                  "--allow-shell (docs/tasks.md)")
         if job.name is not None:
             validate_job_name(job.name)
         validate_labels(job.labels)
@@ -197,7 +203,7 @@ class Client:
             self._check(job, now)
             if job.unique_key:
                 raise ValidationError("unique_key: create unique jobs one by one (schedule)")
-        self._warn_unknown({job.task for job in jobs}, await self._known_tasks())
+        self._warn_unknown({job.task for job in jobs if job.task}, await self._known_tasks())
         ids = [job.id or uuid.uuid4().hex for job in jobs]
         await self._claim_names(jobs, ids)
         for tenant in {job.tenant for job in jobs}:
@@ -298,6 +304,12 @@ class Client:
     async def run_now(self, job_id: str) -> str:
         """Enqueue an extra run at once; returns its run id."""
         return await self.engine.jobs.run_now(job_id, await self.clock.now_ms())
+
+    async def cancel_run(self, run_id: str) -> bool:
+        """Cancel one run: a waiting one at once (True), a running one by telling its
+        worker, which stops it and records ``cancelled`` (False: not ended yet)."""
+        code = await self.engine.catalog.cancel_run(run_id, await self.clock.now_ms())
+        return code == Code.DONE
 
     async def runs(self, job_id: str, limit: int = 20) -> list[Run]:
         return await self.engine.query.job_runs(job_id, limit)

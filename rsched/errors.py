@@ -86,7 +86,7 @@ class Code(IntEnum):
     DONE = 1  # the one positive outcome: cancelled, paused, resumed, restored, claimed
     RETRYING = 1  # fail_run: the attempt failed, a retry is due
     ENDED = 2  # fail_run: the run ended (failed, dead, timed out)
-    SIGNALLED = 2  # cancel_run: the run is running; its worker was told to stop it
+    SIGNALLED = 2  # cancel_run: its worker was told to stop it; extend_runs: stop it
     DEFERRED = 3  # start_runs: a limit is full; the run waits in the due index
     NOT_FOUND = -1
     WRONG_STATE = -2
@@ -137,11 +137,12 @@ class Retry(Exception):
 
     MAX_DELAY_S = 315_360_000.0  # 10 years: rsched.limits.MAX_DURATION_S (no import here)
 
-    def __init__(self, delay_s: float | None = None) -> None:
+    def __init__(self, delay_s: float | None = None, reason: str = "") -> None:
         if delay_s is not None and not 0 <= delay_s <= self.MAX_DELAY_S:  # also NaN
             raise ValueError(f"Retry(delay_s={delay_s!r}): must be within 0..10 years")
-        super().__init__(f"retry requested (delay {delay_s})")
+        super().__init__(reason or f"retry requested (delay {delay_s})")
         self.delay_s = delay_s
+        self.reason = reason  # recorded as the attempt's error (default "retry requested")
 
 
 class Fatal(Exception):

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from rsched.errors import ValidationError
 from rsched.limits import (
     MAX_BACKOFF_FACTOR,
     MAX_COUNT,
@@ -26,6 +27,7 @@ from rsched.limits import (
     MAX_UNIQUE_KEY,
     MAX_URL,
 )
+from rsched.task_kinds import HTTP_TASK, SHELL_TASK, HttpTask, ShellTask
 
 # Bounds: docs/decisions.md "Input limits" (rsched/limits.py says why).
 PositiveS = Annotated[float, msgspec.Meta(gt=0, le=MAX_DURATION_S)]
@@ -129,12 +131,16 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     kwargs: dict[str, Any] = {}
     timeout_s: PositiveS | None = 300.0
     retry: RetryPolicy = RetryPolicy()
+    http: HttpTask | None = None  # task is rsched.http: one HTTP request per run
+    shell: ShellTask | None = None  # task is rsched.shell: one process per run
+    tenant: str = "default"  # the job's tenant, for the run context
 
 
 class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A job as a user defines it (the input of Client.schedule)."""
+    """A job as a user defines it (the input of Client.schedule). Its kind is exactly
+    one of ``task`` (a registered Python function), ``http`` or ``shell``."""
 
-    task: TaskName
+    task: Annotated[str, msgspec.Meta(max_length=MAX_TASK_NAME)] = ""
     schedule: Schedule = Immediate()
     id: str | None = None
     args: list[Any] = []
@@ -156,10 +162,27 @@ class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     unique_key: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIQUE_KEY)
                           ] | None = None
     webhook: Webhook | None = None  # POSTed when a run ends (docs/tasks.md, webhooks)
+    http: HttpTask | None = None
+    shell: ShellTask | None = None
+
+    def __post_init__(self) -> None:
+        kinds = [k for k, v in (("task", self.task), ("http", self.http),
+                                ("shell", self.shell)) if v]
+        if len(kinds) != 1:
+            raise ValidationError("a job has exactly one of task, http or shell"
+                                  + (f" (got {', '.join(kinds)})" if kinds else ""))
+        if (self.http or self.shell) and (self.args or self.kwargs):
+            raise ValidationError("args and kwargs are for Python tasks only")
+
+    @property
+    def task_name(self) -> str:
+        """The task name stored and shown: the function's, or rsched.http / rsched.shell."""
+        return self.task or (HTTP_TASK if self.http else SHELL_TASK)
 
     def spec(self) -> JobSpec:
-        return JobSpec(task=self.task, args=self.args, kwargs=self.kwargs,
-                       timeout_s=self.timeout_s, retry=self.retry)
+        return JobSpec(task=self.task_name, args=self.args, kwargs=self.kwargs,
+                       timeout_s=self.timeout_s, retry=self.retry, http=self.http,
+                       shell=self.shell, tenant=self.tenant)
 
     def trigger(self) -> Trigger:
         return Trigger(schedule=self.schedule, misfire=self.misfire, grace_s=self.grace_s,
@@ -248,6 +271,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     webhook_status: str | None = None
     webhook_attempts: int | None = None
     webhook_code: int | None = None
+    result: Any = None  # what the task returned (JSON, capped: docs/tasks.md)
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

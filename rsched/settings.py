@@ -7,7 +7,8 @@ fault. Must not: connect to anything.
 Precedence: explicit overrides (CLI) > environment > env file > default.
 Everything is checked once, at load (``from_env``): an unknown or misspelt ``RSCHED_*``
 variable is an error naming the closest valid one; variables starting ``RSCHED_TEST_``
-belong to the test suite and are ignored.
+belong to the test suite and ``RSCHED_SECRET_`` are secret values workers resolve
+(docs/tasks.md): both are ignored here.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from msgspec import Meta
 
 from rsched.errors import ConfigError, InvalidQueueName, ValidationError
 from rsched.names import validate_queue, validate_webhook_url
+from rsched.task_kinds import is_shell_queue
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-IGNORED_PREFIX = "RSCHED_TEST_"  # the test suite's own variables, not settings
+IGNORED_PREFIX = ("RSCHED_TEST_", "RSCHED_SECRET_")  # test variables and secrets: not settings
 YEAR_S = 366 * 86400.0
 # Durations: at least 1 ms (they become int milliseconds), at most a year.
 Seconds = Annotated[float, Meta(ge=0.001, le=YEAR_S)]
@@ -95,6 +97,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     threads: Annotated[int, Meta(ge=1, le=4096)] = 32  # pool for synchronous task callables
     limit_retry_s: Seconds = 0.2  # a run refused by a full concurrency limit waits this long
     modules: list[Module] = []  # task modules imported at start
+    allow_shell: bool = False  # run shell tasks (and read the shell queues): docs/tasks.md
+    secrets_file: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None  # JSON
+    http_max_connections: Count = 100  # HTTP tasks: the worker's shared connection pool
+    shell_term_grace_s: Annotated[float, Meta(ge=0, le=600)] = 2.0  # SIGTERM -> SIGKILL
 
     def __post_init__(self) -> None:
         for queue in self.queues:
@@ -103,6 +109,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             except InvalidQueueName as exc:
                 raise ConfigError(f"{var('worker', 'queues')}={','.join(self.queues)}: {exc}"
                                   ) from None
+            if is_shell_queue(queue) and not self.allow_shell:
+                raise ConfigError(f"{var('worker', 'queues')}={','.join(self.queues)}: queue"
+                                  f" {queue!r} holds shell tasks; only a worker started with"
+                                  f" --allow-shell ({var('worker', 'allow_shell')}=true) reads it")
 
 
 class ArchiverSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,9 +10,10 @@ import importlib
 import inspect
 import os
 import sys
+import threading
 import typing
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from rsched.errors import ConfigError
@@ -30,7 +31,8 @@ class RunContext:
             await mailer.send(to, idempotency_key=ctx.run_id)
 
     Make side effects idempotent on ``run_id``: a retried or reclaimed run keeps its id and
-    gets a higher ``attempt``."""
+    gets a higher ``attempt``. What a task returns is recorded as the run's ``result``
+    (JSON, capped at 64 KiB)."""
 
     job_id: str
     run_id: str  # "<job id>:<run number>", the same for every attempt of the run
@@ -38,6 +40,15 @@ class RunContext:
     slot_ms: int  # the scheduled slot this run is for (epoch ms)
     queue: str
     deadline_ms: int | None  # epoch ms (Redis clock) its timeout ends; None: no timeout
+    tenant: str = "default"
+    # set when the run is cancelled, times out, loses its lease or is abandoned at shutdown
+    stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    def cancelled(self) -> bool:
+        """Whether the run must stop. An async handler is cancelled where it awaits; a
+        plain function runs on in its thread, so a long one should check this between
+        steps and return (what it returns then is not recorded)."""
+        return self.stop.is_set()
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from api.schemas import (
     JobPatch,
     Preview,
     RunAccepted,
-    job_in_of,
     job_out,
+    patched,
 )
 from rsched.engine.catalog import member_job
 from rsched.errors import InvalidTransition
@@ -192,7 +192,7 @@ async def put_job(request: Request, who: Principal) -> Response:
 async def patch_job(request: Request, who: Principal) -> Response:
     job = await owned_job(request, who)
     patch = msgspec.to_builtins(await body(request, JobPatch))
-    merged: dict[str, Any] = {**job_in_of(job), **patch}
+    merged = patched(job, patch)
     return await _update(request, job, msgspec.convert(merged, JobIn), who)
 
 

@@ -56,10 +56,16 @@ def scheduler(redis_url: RedisUrl = None, log_level: LogLevel = "INFO") -> None:
 
 
 def worker(redis_url: RedisUrl = None, queues: str | None = None, module: Modules = None,
-           concurrency: int | None = None, log_level: LogLevel = "INFO") -> None:
+           concurrency: int | None = None, log_level: LogLevel = "INFO",
+           allow_shell: Annotated[bool, typer.Option(
+               "--allow-shell", help="run shell tasks (and read the shell queues)")] = False,
+           secrets_file: Annotated[str | None, typer.Option(
+               help="secrets for HTTP and shell tasks (JSON or KEY=VALUE)")] = None) -> None:
     """Run a worker (executes runs of the given queues)."""
     s = settings(redis_url, **{"worker.queues": queues.split(",") if queues else None,
-                               "worker.modules": module, "worker.concurrency": concurrency})
+                               "worker.modules": module, "worker.concurrency": concurrency,
+                               "worker.allow_shell": allow_shell or None,
+                               "worker.secrets_file": secrets_file})
     log.configure(log_level)
 
     async def go() -> None:

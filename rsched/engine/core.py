@@ -112,7 +112,8 @@ class Core:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+    async def subscribe(self, channel: str, ready: asyncio.Event | None = None
+                        ) -> AsyncIterator[str]:
         """Messages of ``channel``, forever: a lost subscription (Redis down, restarted,
         or any other error) is logged and made again with back-off, so a listener never
         dies silently. Messages published while unsubscribed are lost; every listener
@@ -122,6 +123,8 @@ class Core:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(channel)
+                if ready is not None:
+                    ready.set()  # subscribed: messages from now on are heard
                 backoff = 0.1
                 async for msg in pubsub.listen():
                     if msg["type"] == "message":

@@ -7,6 +7,7 @@ tasks, decide retries (the worker does) or read the clock; callers pass ``now_ms
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -163,7 +164,8 @@ class Runs(Part):
         if names:
             await self.redis.sadd(self.global_keys.tasks, *names)
 
-    async def cancel_signals(self) -> AsyncIterator[str]:
-        """Run ids whose running attempt must stop."""
-        async for data in self.core.subscribe(self.global_keys.cancel_channel):
+    async def cancel_signals(self, ready: asyncio.Event | None = None) -> AsyncIterator[str]:
+        """Run ids whose running attempt must stop; ``ready`` is set once subscribed (a
+        signal sent before that is missed: extend_runs answers SIGNALLED for it later)."""
+        async for data in self.core.subscribe(self.global_keys.cancel_channel, ready):
             yield data

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from rsched.codec import decode_result
 from rsched.engine.keys import RESUME_PREFIX, RETRY_PREFIX
 from rsched.engine.schema import DEAD_LETTER, QUEUE_ENTRY, RUN
 from rsched.models import DeadLetter, Run, RunStatus
@@ -100,7 +101,10 @@ def parse_dead(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
 def parse_run(run_id: str, raw: dict[Any, Any]) -> Run:
     defaults = {"job_id": job_of_run(run_id), "queue": "", "tenant": "", "attempt": 1,
                 "slot_ms": 0}
-    return msgspec.convert({**defaults, **RUN.decode(raw), "id": run_id}, Run)
+    fields = RUN.decode(raw)
+    if "result" in fields:
+        fields["result"] = decode_result(fields["result"])
+    return msgspec.convert({**defaults, **fields, "id": run_id}, Run)
 
 
 def pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:

@@ -64,9 +64,11 @@ class RunLeases:
         self._until.pop(k, None)
 
     async def extend(self, extend_runs: Callable[[Sequence[Delivery]], Awaitable[list[int]]],
-                     runs: Iterable[Delivery]) -> None:
+                     runs: Iterable[Delivery],
+                     on_cancel: Callable[[list[str]], None] = lambda _: None) -> None:
         """Extend ``runs`` through ``extend_runs`` (Engine.extend_runs bound to this
-        worker; fenced by attempt); report every refused one as lost."""
+        worker; fenced by attempt); report every refused one as lost, and the run ids of
+        those whose cancel was asked (a missed cancel signal) to ``on_cancel``."""
         mine = self.held(runs)
         if not mine:
             return
@@ -74,17 +76,22 @@ class RunLeases:
         codes = await extend_runs(mine)
         until = sent_at + self.lease_s
         lost: list[RunKey] = []
+        cancel: list[str] = []
         for d, code in zip(mine, codes, strict=True):
             k = key(d)
             if k not in self._until:
                 continue  # ended, or lapsed while the reply was on its way
-            if code == Code.OK:
+            if code in (Code.OK, Code.SIGNALLED):
                 self._until[k] = max(self._until[k], until)
+                if code == Code.SIGNALLED:
+                    cancel.append(d.run_id)
             else:
                 del self._until[k]
                 lost.append(k)
         if lost:
             self._on_lost(lost, "lease extension refused: the run was reclaimed or ended")
+        if cancel:
+            on_cancel(cancel)
 
     def _arm(self, at: float) -> None:
         if at >= self._timer_at:

@@ -23,7 +23,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,6 +33,7 @@ from rsched.clock import Clock
 from rsched.engine import Delivery, Engine, Outcome
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RetryPolicy, RunStatus
+from rsched.roles.kinds import TaskKinds
 from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
 from rsched.roles.task_call import TaskCaller
 from rsched.settings import WorkerSettings
@@ -70,6 +70,7 @@ class Worker:
         self.inflight: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
         self._done: dict[int, list[Outcome]] = {}
         self._flush_now = asyncio.Event()
+        self._listening = asyncio.Event()  # set once subscribed to cancel signals
         self._room = asyncio.Event()  # set whenever an in-flight run ends
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
@@ -77,7 +78,7 @@ class Worker:
         self._lost: set[RunKey] = set()  # runs cancelled because their lease may be gone
         self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix=TASK_THREADS)
         self._caller = TaskCaller(registry, clock, self._pool, self._leases,
-                                  self._lost.__contains__)
+                                  self._lost.__contains__, TaskKinds(cfg))
         self._specs: dict[bytes, JobSpec] = {}
         self._rng = random.Random()
         self._ttl_ms = int(cfg.run_ttl_s * 1000)
@@ -93,7 +94,7 @@ class Worker:
         log.log(logging.INFO if tasks else logging.WARNING,
                 "worker %s: queues %s, concurrency %d (%d threads for sync tasks), tasks %s",
                 self.id, ",".join(self.cfg.queues), self.cfg.concurrency, self.cfg.threads,
-                ", ".join(tasks) or "none (--module, RSCHED_WORKER__MODULES): runs will fail")
+                ", ".join(tasks) or "none (--module, RSCHED_WORKER__MODULES): Python tasks fail")
 
     # -- one iteration ------------------------------------------------------------------
     async def tick(self, block_ms: int | None = None, maintain: bool = True) -> WorkerReport:
@@ -163,7 +164,7 @@ class Worker:
         try:
             spec = self._spec(d.payload)
             result = await self._caller.call(spec, d)
-            self._record(d, RunStatus.SUCCEEDED, _excerpt(result))
+            self._record(d, RunStatus.SUCCEEDED, codec.encode_result(result))
         except LeaseLapsed:
             log.warning("run %s attempt %d not started: its lease may have lapsed since it "
                         "was read; left for the reclaimer", d.run_id, d.attempt)
@@ -181,7 +182,7 @@ class Worker:
                              RunStatus.TIMED_OUT, retry=True)
         except Retry as exc:
             delay = None if exc.delay_s is None else int(exc.delay_s * 1000)
-            await self._fail(d, spec, "retry requested", RunStatus.DEAD, retry=True,
+            await self._fail(d, spec, exc.reason or "retry requested", RunStatus.DEAD, retry=True,
                              delay_ms=delay)
         except Fatal as exc:  # the handler's own reason; its traceback says nothing more
             await self._fail(d, spec, f"Fatal: {exc}", RunStatus.FAILED, retry=False)
@@ -330,13 +331,16 @@ class Worker:
     async def _extend(self) -> None:
         """Extend the leases of in-flight runs (fenced by attempt); lost ones are cancelled."""
         await self._leases.extend(functools.partial(self.engine.runs.extend_runs, self.id),
-                                  [d for d, _ in self.inflight.values()])
+                                  [d for d, _ in self.inflight.values()], self._cancel)
 
     # -- loop ---------------------------------------------------------------------------
     async def run(self) -> None:
         await self.start()
         helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._listen()),
                    asyncio.create_task(self._maintainer())]
+        with contextlib.suppress(TimeoutError):  # hear cancels of the runs read from now on
+            async with asyncio.timeout(2.0):
+                await self._listening.wait()
         block_ms = int(self.cfg.block_s * 1000)
         backoff = 0.05
         try:
@@ -383,9 +387,14 @@ class Worker:
                 self._flush_now.set()
 
     async def _listen(self) -> None:
-        async for run_id in self.engine.runs.cancel_signals():
+        async for run_id in self.engine.runs.cancel_signals(self._listening):
+            self._cancel([run_id])
+
+    def _cancel(self, run_ids: list[str]) -> None:
+        """Stop these runs' handlers; their outcome is recorded as cancelled."""
+        for run_id in run_ids:
             entry = self.inflight.get(run_id)
-            if entry is not None:
+            if entry is not None and not entry[1].done():
                 self._cancelled.add(run_id)
                 entry[1].cancel()
 
@@ -416,6 +425,7 @@ class Worker:
             log.warning("shutdown without final flush (%s); runs will be reclaimed", exc)
         self._leases.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        await self._caller.kinds.aclose()
 
     async def _wait_extending(self, tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
         """Wait up to grace_s for in-flight runs, extending their leases meanwhile: the run
@@ -436,10 +446,3 @@ class Worker:
 
 def _with_grace(cfg: WorkerSettings, grace_s: float) -> WorkerSettings:
     return msgspec.structs.replace(cfg, grace_s=grace_s)
-
-
-def _excerpt(result: Any) -> str:
-    if result is None:
-        return ""
-    text = result if isinstance(result, str) else repr(result)
-    return text[:500]

@@ -104,9 +104,8 @@ def test_interval_in_seconds_converts() -> None:
     ({"schedule": Every(every_ms=10**18)}, "every_ms"),
 ])
 def test_job_values_out_of_range_are_rejected(fields: dict[str, Any], message: str) -> None:
-    job = JobDef(**{"task": "t", **fields})
-    with pytest.raises(ValidationError, match=message):
-        Client._check(job, NOW)
+    with pytest.raises(ValidationError, match=message):  # a missing kind: at construction
+        Client._check(JobDef(**{"task": "t", **fields}), NOW)
 
 
 def test_args_just_under_one_mib_are_accepted() -> None:
