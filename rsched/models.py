@@ -25,12 +25,14 @@ from rsched.limits import (
     MAX_TZ_NAME,
     MAX_UNIQUE_KEY,
 )
+from rsched.names import MAX_PRIORITY, MIN_PRIORITY
 
 # Bounds: docs/decisions.md "Input limits" (rsched/limits.py says why).
 PositiveS = Annotated[float, msgspec.Meta(gt=0, le=MAX_DURATION_S)]
 DurationS = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_S)]
 TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
 TaskName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TASK_NAME)]
+Priority = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 
 
 class Immediate(msgspec.Struct, frozen=True, tag="now"):
@@ -130,6 +132,8 @@ class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Creating a job with a key its tenant already holds returns that job's id.
     unique_key: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIQUE_KEY)
                           ] | None = None
+    # 0..9, higher drained first (docs/tasks.md "Priorities"); None: the queue's default
+    priority: Priority | None = None
 
     def spec(self) -> JobSpec:
         return JobSpec(task=self.task, args=self.args, kwargs=self.kwargs,
@@ -187,6 +191,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     max_runs: int | None = None
     concurrency: int | None = None
     paused_until_ms: int | None = None
+    priority: int | None = None
 
     def definition(self) -> JobDef:
         """The JobDef that (re)creates this job as it is now (the input of update)."""
@@ -214,6 +219,17 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     finished_ms: int | None = None
     worker: str | None = None
     error: str | None = None
+    priority: int | None = None  # the job's explicit priority (its lane), if any
+
+
+class QueueLimits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Queue-wide controls, held in Redis for every worker (Client.set_queue_limits)."""
+
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # at once
+    rate: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # starts per period
+    period_s: Annotated[float, msgspec.Meta(ge=0.001, le=86_400)] = 1.0
+    burst: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] = 1  # starts at once, at most
+    priority: Priority = 0  # the level of jobs that set none
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

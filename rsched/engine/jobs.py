@@ -34,7 +34,8 @@ def _controls(job_id: str, d: JobDef, next_ms: int | None) -> dict[str, Any]:
     """schedule_job's arguments for the execution controls ('' = not used)."""
     return {"next_slot": "" if next_ms is None else next_ms,
             "max_runs": "" if d.max_runs is None else d.max_runs,
-            "conc": "" if d.concurrency is None else d.concurrency}
+            "conc": "" if d.concurrency is None else d.concurrency,
+            "prio": "" if d.priority is None else d.priority}
 
 
 class Jobs(Part):
@@ -58,6 +59,7 @@ class Jobs(Part):
                                *self._schedule_args(job_id, d, now_ms, next_ms, expect_version))
         raise_for_code(ver, script="schedule_job", job_id=job_id)
         await self.redis.sadd(self.global_keys.queues, d.queue)
+        await self.core.note_levels([d])
         return int(ver)
 
     async def schedule_many(self, jobs: Sequence[tuple[str, JobDef, int | None]], *,
@@ -94,6 +96,7 @@ class Jobs(Part):
         queues = {d.queue for _, d, _ in jobs}
         if queues:
             await self.redis.sadd(self.global_keys.queues, *queues)
+        await self.core.note_levels([d for _, d, _ in jobs])
         return out
 
     async def _job_op(self, name: str, job_id: str, keys: dict[str, str],

@@ -31,7 +31,8 @@ def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
         last_run_id=h.get("last_run_id"), name=h.get("name"),
         labels=_labels.decode(h["labels"]) if "labels" in h else {},
         created_ms=h.get("created_ms"), max_runs=h.get("max_runs"),
-        concurrency=h.get("concurrency"), paused_until_ms=h.get("paused_until_ms"))
+        concurrency=h.get("concurrency"), paused_until_ms=h.get("paused_until_ms"),
+        priority=h.get("priority"))
 
 
 class Queries(Part):

@@ -15,6 +15,7 @@ import msgspec
 from rsched.engine.keys import RESUME_PREFIX, RETRY_PREFIX
 from rsched.engine.schema import DEAD_LETTER, QUEUE_ENTRY, RUN
 from rsched.models import DeadLetter, Run, RunStatus
+from rsched.names import split_lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,9 @@ def parse_dead(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
 def parse_run(run_id: str, raw: dict[Any, Any]) -> Run:
     defaults = {"job_id": job_of_run(run_id), "queue": "", "tenant": "", "attempt": 1,
                 "slot_ms": 0}
-    return msgspec.convert({**defaults, **RUN.decode(raw), "id": run_id}, Run)
+    fields = {**defaults, **RUN.decode(raw), "id": run_id}
+    fields["queue"], fields["priority"] = split_lane(fields["queue"])  # its lane
+    return msgspec.convert(fields, Run)
 
 
 def pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:
