@@ -76,25 +76,38 @@ class QueueGate:
     def _per_stream(self, n: int, lanes: int) -> int:
         return max(1, -(-n // (lanes * self.engine.shards)))  # COUNT applies per stream
 
-    def shares(self, room: int) -> list[tuple[list[str], int]]:
-        """(lanes, runs to read) per level present, high first: the priority rule."""
-        total = sum(level + 1 for level, _ in self._levels)
-        return [(lanes, max(1, room * (level + 1) // total)) for level, lanes in self._levels]
+    @staticmethod
+    def shares(room: int, levels: Sequence[tuple[int, list[str]]]
+               ) -> list[tuple[list[str], int]]:
+        """(lanes, runs to read) per level, high first: the priority rule."""
+        total = sum(level + 1 for level, _ in levels)
+        return [(lanes, max(1, room * (level + 1) // total)) for level, lanes in levels]
 
     async def read(self, room: int, block_ms: int | None) -> list[Delivery]:
         """One batch for ``room`` runs: every lane at once when all share a level, else
         one non-blocking read a level (pipelined) and a blocking read of all when idle."""
         await self.refresh()
-        read = self.engine.runs.read_runs
         if len(self._levels) > 1:
-            got = await asyncio.gather(*(read(self.consumer, lanes,
-                                              self._per_stream(n, len(lanes)), None)
-                                         for lanes, n in self.shares(room)))
-            runs = [d for batch in got for d in batch]
+            runs = await self._read_levels(room, self._levels)
             if runs or block_ms is None:
                 return runs
-        return await read(self.consumer, self.lanes, self._per_stream(room, len(self.lanes)),
-                          block_ms)
+        return await self.engine.runs.read_runs(
+            self.consumer, self.lanes, self._per_stream(room, len(self.lanes)), block_ms)
+
+    async def _read_levels(self, room: int, levels: list[tuple[int, list[str]]],
+                           again: bool = True) -> list[Delivery]:
+        """Each level its share (pipelined); room the empty ones left goes, once more
+        by the same weights, to the levels that filled their share (work-conserving)."""
+        shares = self.shares(room, levels)
+        got = await asyncio.gather(*(self.engine.runs.read_runs(
+            self.consumer, lanes, self._per_stream(n, len(lanes)), None)
+            for lanes, n in shares))
+        runs = [d for batch in got for d in batch]
+        full = [lv for lv, (_, n), batch in zip(levels, shares, got, strict=True)
+                if len(batch) >= n]
+        if again and full and len(runs) < room:
+            runs += await self._read_levels(room - len(runs), full, again=False)
+        return runs
 
     # -- limits -----------------------------------------------------------------------
     async def admit(self, now_ms: int, runs: list[Delivery],

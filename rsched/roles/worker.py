@@ -113,7 +113,9 @@ class Worker:
             return 0
         self._leases.grant(runs, read_at)
         now = await self.clock.now_ms()
-        runs = await self._gate.admit(now, runs, self._leases.drop)  # queue-wide limits
+        admitted = await self._gate.admit(now, runs, self._leases.drop)  # queue-wide limits
+        if admitted is not runs:  # a start is recorded after the slot it took was free
+            runs, now = admitted, await self.clock.now_ms()
         by_shard: dict[int, list[Delivery]] = {}
         for d in runs:
             by_shard.setdefault(d.shard, []).append(d)
