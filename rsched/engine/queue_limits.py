@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -54,26 +55,32 @@ def holder(d: Delivery) -> str:
     return f"{d.run_id}/{d.attempt}"
 
 
+_DEFAULT = QueueLimits()
+# QueueLimits field -> its field in the limits hash (period_s is stored in ms)
+_FIELDS = {name: QUEUE_LIMITS.by_name["period_ms" if name == "period_s" else name]
+           for name in QueueLimits.__struct_fields__}
+
+
 def parse_limits(raw: Mapping[Any, Any]) -> QueueLimits:
     h = QUEUE_LIMITS.decode(raw)
-    return QueueLimits(concurrency=h.get("concurrency"), rate=h.get("rate"),
-                       period_s=h.get("period_ms", 1000) / 1000, burst=h.get("burst", 1),
-                       priority=h.get("priority", 0))
+    if "period_ms" in h:
+        h["period_s"] = h.pop("period_ms") / 1000
+    return QueueLimits(**h)
 
 
 class QueueLimitsPart(Part):
     async def set_queue_limits(self, queue: str, limits: QueueLimits) -> None:
         """Replace a queue's limits (every field; unset ones are removed) atomically."""
         k = self.core.queue_keys(queue)
-        fields: dict[str, Any] = {"prio": limits.priority, "burst": limits.burst,
-                                  "per": round(limits.period_s * 1000)}
-        if limits.concurrency is not None:
-            fields["conc"] = limits.concurrency
-        if limits.rate is not None:
-            fields["rate"] = limits.rate
+        given = {name: value for name, value in msgspec.structs.asdict(limits).items()
+                 if value != getattr(_DEFAULT, name)}
+        if "period_s" in given:
+            given["period_s"] = round(limits.period_s * 1000)
+        fields = {_FIELDS[name].wire: value for name, value in given.items()}
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(k.limits)
-        pipe.hset(k.limits, mapping=fields)
+        if fields:
+            pipe.hset(k.limits, mapping=fields)
         await pipe.execute()
 
     async def queue_limits(self, queue: str) -> QueueLimits:
