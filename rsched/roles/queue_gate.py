@@ -176,6 +176,7 @@ class QueueGate:
 
     async def hand_over(self, now_ms: int, runs: Sequence[Delivery]) -> None:
         """Reclaimed runs of limited queues hold their slot under their new attempt."""
+        await self.refresh()
         new: dict[str, list[str]] = {}
         old: dict[str, list[str]] = {}
         for d in runs:

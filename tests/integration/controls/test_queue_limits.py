@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from rsched.client import Client
+from rsched.errors import Code
 from rsched.models import At, JobDef, QueueLimits, Run, RunStatus
 from rsched.tasks import TaskRegistry
 from tests.support import system
@@ -153,3 +154,63 @@ async def test_a_queue_default_priority_orders_queues_a_worker_reads(
     await w.tick(block_ms=None)
     await w.drain()
     assert started.count("urgent") == 6 and started.count("bulk") == 1  # 6:1
+
+
+async def test_take_queue_slots_counts_leases_and_spaces_starts(make_engine: Any) -> None:
+    engine = await make_engine()
+    lim, t = engine.limits, 1_000_000
+    await lim.set_queue_limits("q", QueueLimits(concurrency=2))
+    got = await lim.take_queue_slots(t, 5_000, {"q": ["a/1", "b/1", "c/1"]})
+    assert got["q"].codes == [Code.OK, Code.OK, Code.DEFERRED]
+    again = await lim.take_queue_slots(t + 10, 5_000, {"q": ["a/1", "c/1"]})
+    assert again["q"].codes == [Code.OK, Code.DEFERRED]  # a holder taking again: renewed
+    await lim.release_queue_slots({"q": ["a/1"]})
+    assert (await lim.take_queue_slots(t + 20, 5_000, {"q": ["c/1"]}))["q"].codes == [Code.OK]
+    # b's worker stopped renewing: its slot comes back when its lease passes
+    await lim.renew_queue_slots(t + 9_000, {"q": ["c/1", "gone/1"]})  # XX: not re-added
+    assert (await lim.take_queue_slots(t + 5_001, 5_000, {"q": ["d/1"]}))["q"].codes == [
+        Code.OK]
+    held = await engine.core.redis.zrange(engine.core.queue_keys("q").held, 0, -1)
+    assert sorted(held) == [b"c/1", b"d/1"]
+
+    await lim.set_queue_limits("r", QueueLimits(rate=10, period_s=1.0, burst=2))
+    got = await lim.take_queue_slots(t, 5_000, {"r": ["a/1", "b/1", "c/1", "d/1"]})
+    assert got["r"].codes == [Code.OK, Code.OK, Code.RATE_LIMITED, Code.RATE_LIMITED]
+    assert (got["r"].wait_ms, got["r"].interval_ms) == (100, 100.0)
+    assert (await lim.take_queue_slots(t + 99, 5_000, {"r": ["c/1"]}))["r"].codes == [
+        Code.RATE_LIMITED]
+    assert (await lim.take_queue_slots(t + 100, 5_000, {"r": ["c/1"]}))["r"].codes == [
+        Code.OK]
+
+
+async def test_a_reclaimed_run_holds_its_queue_slot_under_its_new_attempt(
+        make_engine: Any) -> None:
+    engine = await make_engine()
+    clock = engine.clock()
+    reg = TaskRegistry()
+    calls: list[int] = []
+
+    @reg.task(name="stuck_once")
+    async def stuck_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(60)  # the first worker "dies" with it
+
+    c = system.client(engine, clock, reg)
+    await c.set_queue_limits("default", QueueLimits(concurrency=1))
+    run_id = await c.run_now(await c.schedule(JobDef(task="stuck_once", schedule=LATER)))
+    held = engine.core.queue_keys("default").held
+    dead = system.worker(engine, clock, reg, lease_s=0.2)
+    await dead.start()
+    await dead.tick(block_ms=None)
+    await asyncio.sleep(0)
+    assert await engine.core.redis.zrange(held, 0, -1) == [f"{run_id}/1".encode()]
+    await asyncio.sleep(0.3)  # its lease passes (it never extends it)
+    w = system.worker(engine, clock, reg, lease_s=0.2)
+    await w.start()
+    assert await w.reclaim() == 1
+    assert await engine.core.redis.zrange(held, 0, -1) == [f"{run_id}/2".encode()]
+    await w.drain()
+    assert (await c.run(run_id)).status is RunStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert await engine.core.redis.zcard(held) == 0
+    await dead.drain()
