@@ -49,6 +49,7 @@ class QueueGate:
         self._configs: dict[str, QueueConfig] = {}
         self._fetched = -math.inf
         self.held: dict[RunKey, str] = {}  # runs holding a queue slot -> their queue
+        self._limited = False  # whether any of the queues has a limit
 
     # -- settings -------------------------------------------------------------------
     def config(self, lane_name: str) -> QueueConfig:
@@ -59,6 +60,7 @@ class QueueGate:
             return
         self._configs = await self.engine.limits.queue_configs(self.queues)
         self._fetched = time.monotonic()
+        self._limited = any(cfg.limited for cfg in self._configs.values())
         by_level: dict[int, list[str]] = {}
         for q in self.queues:
             cfg = self._configs[q]
@@ -114,7 +116,7 @@ class QueueGate:
                     drop: Callable[[RunKey], None]) -> list[Delivery]:
         """The runs that may start: those of unlimited queues, and those that took a
         slot of their queue's limits; the others are deferred (``drop``: their leases)."""
-        limited = [d for d in runs if self.config(d.queue).limited]
+        limited = [d for d in runs if self.config(d.queue).limited] if self._limited else []
         if not limited:
             return runs
         by_queue: dict[str, list[Delivery]] = {}
@@ -151,6 +153,8 @@ class QueueGate:
     async def release(self, keys: Iterable[RunKey]) -> None:
         """Give back the slots of these runs (after their outcome is recorded, or when
         they did not start after all)."""
+        if not self.held:
+            return
         by_queue: dict[str, list[str]] = {}
         for k in keys:
             q = self.held.pop(k, None)
