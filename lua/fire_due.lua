@@ -114,7 +114,7 @@ end
 local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot)
   local jkey = job_prefix .. id
   local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att',
-    'overlap', 'cur', 'runs', 'maxr', 'conc')
+    'overlap', 'cur', 'runs', 'maxr', 'conc', 'prio')
   if j[1] ~= 'active' then rem[#rem + 1] = id return 0 end
   if fire == 1 and j[6] == 'forbid' and active_run(j[7]) then
     fire = 0
@@ -126,7 +126,9 @@ local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot)
   if fire == 1 then
     n = n + 1
     local run_id = id .. ':' .. n
-    enqueue(run_id, id, j[2], j[3], 1, j[5], slot, j[4], j[10])
+    local lane = j[2]  -- an explicit priority queues into the lane "<queue>!<prio>"
+    if j[11] then lane = lane .. '!' .. j[11] end
+    enqueue(run_id, id, lane, j[3], 1, j[5], slot, j[4], j[10])
     set = {'runs', n, 'cur', run_id, 'last', slot}
   end
   if skipped > 0 then

@@ -12,9 +12,11 @@ local now, job_prefix, run_prefix, queue_prefix = ARGV[1], ARGV[2], ARGV[3], ARG
 local id, maxlen = ARGV[5], ARGV[6]
 
 local jkey = job_prefix .. id
-local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att', 'conc')
+local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att', 'conc',
+  'prio')
 if not j[1] then return -1 end
 if j[1] == 'cancelled' then return -2 end
+if j[7] then j[2] = j[2] .. '!' .. j[7] end  -- an explicit priority's lane
 local run_id = id .. ':' .. redis.call('HINCRBY', jkey, 'runs', 1)
 local entry = redis.call('XADD', queue_prefix .. j[2], '*', 'r', run_id, 'j', id, 'att', 1,
   'slot', now, 'spec', j[4])

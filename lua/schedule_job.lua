@@ -19,6 +19,7 @@
 -- ARGV[15] next_slot   str    the unjittered slot of next_ms (the job's `next`); '' = next_ms
 -- ARGV[16] max_runs    str    the job is done after this many runs; '' = no limit
 -- ARGV[17] conc        str    runs of this job running at once, at most; '' = no limit
+-- ARGV[18] prio        str    the job's priority 0-9 (its runs' lane); '' = the queue's default
 -- Returns: new version; -4 exists (create), -1 not found, -2 version/state mismatch
 local due, events, jobs = KEYS[1], KEYS[2], KEYS[3]
 local now, job_prefix, id = ARGV[1], ARGV[2], ARGV[3]
@@ -26,7 +27,8 @@ local next_ms, expect = tonumber(ARGV[4]), tonumber(ARGV[5])
 local spec, sched, queue, tenant = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local max_att, overlap, maxlen = ARGV[10], ARGV[11], ARGV[12]
 local wake, shard = ARGV[13], ARGV[14]
-local next_slot, max_runs, conc = ARGV[15], ARGV[16], ARGV[17]
+local next_slot, max_runs, conc, prio = ARGV[15], ARGV[16], ARGV[17], ARGV[18] or ''
+
 if next_slot == '' then next_slot = next_ms end
 
 local jkey = job_prefix .. id
@@ -45,7 +47,7 @@ local fields = {'spec', spec, 'sched', sched, 'ver', ver, 'queue', queue,
   'tenant', tenant, 'max_att', max_att, 'overlap', overlap, 'state', state,
   'next', next_ms >= 0 and next_slot or '', 'updated', now}
 local drop = {}  -- limits an update removes
-for _, kv in ipairs({{'maxr', max_runs}, {'conc', conc}}) do
+for _, kv in ipairs({{'maxr', max_runs}, {'conc', conc}, {'prio', prio}}) do
   if kv[2] ~= '' then
     fields[#fields + 1], fields[#fields + 2] = kv[1], kv[2]
   elseif expect > 0 then

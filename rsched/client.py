@@ -25,6 +25,7 @@ from rsched.models import (
     Job,
     JobDef,
     JobState,
+    QueueLimits,
     Run,
     Schedule,
     ShardLease,
@@ -351,6 +352,16 @@ class Client:
         names = (await self.engine.catalog.tenant_queues(tenant) if tenant
                  else await self.engine.query.queue_names())
         return await self.engine.catalog.queue_figures(names, await self.clock.now_ms())
+
+    async def set_queue_limits(self, queue: str, limits: QueueLimits) -> None:
+        """Replace a queue's queue-wide controls (concurrency, rate, default priority);
+        workers apply them within ``worker.queue_config_s`` (docs/tasks.md)."""
+        validate_queue(queue)
+        limits = msgspec.convert(msgspec.to_builtins(limits), QueueLimits)  # bounds
+        await self.engine.limits.set_queue_limits(queue, limits)
+
+    async def queue_limits(self, queue: str) -> QueueLimits:
+        return await self.engine.limits.queue_limits(validate_queue(queue))
 
     async def shard_leases(self) -> list[ShardLease]:
         return await self.engine.query.shard_leases()

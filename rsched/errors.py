@@ -88,6 +88,7 @@ class Code(IntEnum):
     ENDED = 2  # fail_run: the run ended (failed, dead, timed out)
     SIGNALLED = 2  # cancel_run: its worker was told to stop it; extend_runs: stop it
     DEFERRED = 3  # start_runs: a limit is full; the run waits in the due index
+    RATE_LIMITED = 4  # take_queue_slots: over the queue's rate limit (deferred too)
     NOT_FOUND = -1
     WRONG_STATE = -2
     FENCED = -3  # lease or attempt superseded

@@ -27,6 +27,7 @@ from rsched.limits import (
     MAX_UNIQUE_KEY,
     MAX_URL,
 )
+from rsched.names import MAX_PRIORITY, MIN_PRIORITY
 from rsched.task_kinds import HTTP_TASK, SHELL_TASK, HttpTask, ShellTask
 
 # Bounds: docs/decisions.md "Input limits" (rsched/limits.py says why).
@@ -34,6 +35,7 @@ PositiveS = Annotated[float, msgspec.Meta(gt=0, le=MAX_DURATION_S)]
 DurationS = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_S)]
 TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
 TaskName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TASK_NAME)]
+Priority = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 
 
 class Immediate(msgspec.Struct, frozen=True, tag="now"):
@@ -165,6 +167,9 @@ class JobDef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     http: HttpTask | None = None
     shell: ShellTask | None = None
 
+    # 0..9, higher drained first (docs/tasks.md "Priorities"); None: the queue's default
+    priority: Priority | None = None
+
     def __post_init__(self) -> None:
         kinds = [k for k, v in (("task", self.task), ("http", self.http),
                                 ("shell", self.shell)) if v]
@@ -238,6 +243,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     paused_until_ms: int | None = None
     unique_key: str | None = None
     webhook: Webhook | None = None
+    priority: int | None = None
 
     def definition(self) -> JobDef:
         """The JobDef that (re)creates this job as it is now (the input of update)."""
@@ -272,6 +278,17 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     webhook_attempts: int | None = None
     webhook_code: int | None = None
     result: Any = None  # what the task returned (JSON, capped: docs/tasks.md)
+    priority: int | None = None  # the job's explicit priority (its lane), if any
+
+
+class QueueLimits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Queue-wide controls, held in Redis for every worker (Client.set_queue_limits)."""
+
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # at once
+    rate: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # starts per period
+    period_s: Annotated[float, msgspec.Meta(ge=0.001, le=86_400)] = 1.0
+    burst: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] = 1  # starts at once, at most
+    priority: Priority = 0  # the level of jobs that set none
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

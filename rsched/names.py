@@ -21,6 +21,30 @@ def validate_queue(name: str) -> str:
     return name
 
 
+# A queue's priority lane: runs of jobs with an explicit priority p are queued in the
+# stream of lane "<queue>!<p>" (docs/tasks.md, "Priorities"); "<queue>" is the default lane.
+LANE_SEP = "!"
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+LANE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}(![0-9])?$")
+
+
+def lane(queue: str, priority: int | None) -> str:
+    """The lane runs of a job with ``priority`` (None: its queue's default) are queued in."""
+    return queue if priority is None else f"{queue}{LANE_SEP}{priority}"
+
+
+def split_lane(name: str) -> tuple[str, int | None]:
+    """A lane name -> (queue, explicit priority or None)."""
+    queue, sep, prio = name.partition(LANE_SEP)
+    return queue, int(prio) if sep else None
+
+
+def validate_lane(name: str) -> str:
+    if not LANE_NAME.match(name):
+        raise InvalidQueueName(f"invalid queue name {name!r}: use 1-64 of [A-Za-z0-9_.-]")
+    return name
+
+
 def validate_job_id(job_id: str) -> str:
     if not JOB_ID.match(job_id):
         raise ValidationError(f"invalid job id {job_id!r}: use 1-128 of [A-Za-z0-9_.-]")

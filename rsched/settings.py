@@ -96,6 +96,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     trim_every_s: Seconds = 5.0  # how often acked queue entries are trimmed
     threads: Annotated[int, Meta(ge=1, le=4096)] = 32  # pool for synchronous task callables
     limit_retry_s: Seconds = 0.2  # a run refused by a full concurrency limit waits this long
+    queue_config_s: Seconds = 1.0  # queue limits and priority levels are re-read this often
     modules: list[Module] = []  # task modules imported at start
     allow_shell: bool = False  # run shell tasks (and read the shell queues): docs/tasks.md
     secrets_file: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None  # JSON

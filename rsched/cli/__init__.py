@@ -13,6 +13,7 @@ verb goes through the Client (or, for keys and rebuild, the Engine) the API uses
     jobdef.py   the job options and the JobDef they build
     apply.py    apply, export (jobfile.py: the file format)
     ops.py      status, queues, dlq, dead
+    queue_limits.py  queue-limits (queue-wide concurrency, rate, default priority)
     admin.py    migrate, retention, rebuild, keys
 """
 
@@ -22,13 +23,13 @@ import asyncio
 
 import typer
 
-from rsched.cli import admin, apply, jobs, ops, roles
+from rsched.cli import admin, apply, jobs, ops, queue_limits, roles
 
 app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True,
                   rich_markup_mode="markdown")  # markdown: docstring lines reflow
 for fn in (roles.scheduler, roles.worker, roles.archiver, roles.api, roles.dev,
            apply.apply, apply.export, ops.status, ops.queues, ops.dead,
-           admin.migrate, admin.retention, admin.rebuild):
+           admin.migrate, admin.retention, admin.rebuild, queue_limits.queue_limits):
     app.command()(fn)
 app.add_typer(jobs.jobs_app, name="jobs")
 app.add_typer(ops.dlq_app, name="dlq")

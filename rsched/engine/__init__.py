@@ -11,6 +11,7 @@ Nothing outside this package holds a Redis connection, formats a key or runs a s
 - ``engine.access``   API keys, rate-limit buckets, idempotent replays - access.py
 - ``engine.catalog``  tenants' job index, names, labels, queues, dead letters - catalog.py
 - ``engine.notify``   the notifiers' feed of run endings, alert gates - notify.py
+- ``engine.limits``   queue-wide limits and priority levels, slots, deferrals - queue_limits.py
 
 Method names match their Lua script (``lua/<name>.lua``) where there is one.
 """
@@ -27,6 +28,7 @@ from rsched.engine.jobs import Jobs
 from rsched.engine.keys import ShardKeys
 from rsched.engine.notify import Notify
 from rsched.engine.queries import Queries
+from rsched.engine.queue_limits import QueueLimitsPart
 from rsched.engine.runs import Runs
 from rsched.engine.types import Delivery, DueItem, Fire, Outcome, job_of_run
 from rsched.settings import RedisSettings, Settings
@@ -46,6 +48,7 @@ class Engine:
         self.access = Access(self.core)
         self.catalog = Catalog(self.core)
         self.notify = Notify(self.core)
+        self.limits = QueueLimitsPart(self.core)
 
     @classmethod
     async def connect(cls, settings: Settings) -> Engine:

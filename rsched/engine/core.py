@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from rsched.engine.keys import GlobalKeys, ShardKeys, TenantKeys, shard_of
+from rsched.engine.keys import GlobalKeys, QueueKeys, ShardKeys, TenantKeys, shard_of
 from rsched.engine.scripts import Scripts
 from rsched.engine.types import id_lt, next_id, text
 from rsched.errors import ConfigError
@@ -51,6 +51,19 @@ class Core:
 
     def keys_for(self, job_id: str) -> ShardKeys:
         return self.shard_keys[shard_of(job_id, self.shards)]
+
+    def queue_keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.cfg.prefix, queue)
+
+    async def note_levels(self, jobs: Iterable[Any]) -> None:
+        """Record the explicit priorities jobs use in their queue's levels set, so
+        workers read those lanes (one SADD per queue, only for jobs that set one)."""
+        levels: dict[str, set[int]] = {}
+        for d in jobs:
+            if d.priority is not None:
+                levels.setdefault(d.queue, set()).add(d.priority)
+        for queue, prios in levels.items():
+            await self.redis.sadd(self.queue_keys(queue).levels, *sorted(prios))
 
     def tenant_keys(self, tenant: str) -> TenantKeys:
         return TenantKeys(self.cfg.prefix, validate_tenant(tenant))

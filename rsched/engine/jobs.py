@@ -36,7 +36,8 @@ def _controls(job_id: str, d: JobDef, next_ms: int | None) -> dict[str, Any]:
     """schedule_job's arguments for the execution controls ('' = not used)."""
     return {"next_slot": "" if next_ms is None else next_ms,
             "max_runs": "" if d.max_runs is None else d.max_runs,
-            "conc": "" if d.concurrency is None else d.concurrency}
+            "conc": "" if d.concurrency is None else d.concurrency,
+            "prio": "" if d.priority is None else d.priority}
 
 
 class Jobs(Part):
@@ -76,6 +77,7 @@ class Jobs(Part):
                                *self._schedule_args(job_id, d, now_ms, next_ms, expect_version))
         raise_for_code(ver, script="schedule_job", job_id=job_id)
         await self._note_queues({d.queue})
+        await self.core.note_levels([d])
         return int(ver)
 
     async def schedule_many(self, jobs: Sequence[tuple[str, JobDef, int | None]], *,
@@ -110,6 +112,7 @@ class Jobs(Part):
         if sent is not None:
             out += [int(r) for r in await sent]
         await self._note_queues({d.queue for _, d, _ in jobs})
+        await self.core.note_levels([d for _, d, _ in jobs])
         return out
 
     async def _job_op(self, name: str, job_id: str, keys: dict[str, str],

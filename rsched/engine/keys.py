@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
-from rsched.names import validate_queue
+from rsched.names import validate_lane, validate_queue
 
 # Consumer group every worker of a queue reads through.
 WORKER_GROUP = "workers"
@@ -104,8 +104,8 @@ class ShardKeys:
     def queue_prefix(self) -> str:  # STREAM per queue: <queue_prefix><queue>, entries = runs
         return f"{self.tag}:q:"
 
-    def queue(self, queue: str) -> str:
-        return self.queue_prefix + validate_queue(queue)
+    def queue(self, queue: str) -> str:  # a queue's stream, or one of its priority lanes
+        return self.queue_prefix + validate_lane(queue)
 
     @cached_property
     def held_prefix(self) -> str:  # ZSET per job: <held_prefix><job id>, run id -> start ms:
@@ -133,6 +133,35 @@ class ShardKeys:
     def fence(self) -> str:  # STRING  counter bumped on every lease take-over (fencing token)
         return f"{self.tag}:fence"
 
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Queue-wide keys (limits and priorities span every shard); all share the tag
+    ``{q:<queue>}``: one slot per queue, touched by take_queue_slots and single-key commands."""
+
+    prefix: str
+    queue: str
+
+    @cached_property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{q:{validate_queue(self.queue)}}}"
+
+    @cached_property
+    def limits(self) -> str:  # HASH  schema.QUEUE_LIMITS: concurrency, rate, default priority
+        return f"{self.tag}:limits"
+
+    @cached_property
+    def levels(self) -> str:  # SET   explicit job priorities used in the queue (its lanes)
+        return f"{self.tag}:levels"
+
+    @cached_property
+    def held(self) -> str:  # ZSET  "<run id>/<attempt>" -> lease deadline ms: slots taken
+        return f"{self.tag}:held"
+
+    @cached_property
+    def rate(self) -> str:  # STRING  rate limit: theoretical arrival time, ms (GCRA)
+        return f"{self.tag}:rate"
 
 
 @dataclass(frozen=True)

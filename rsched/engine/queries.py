@@ -43,7 +43,8 @@ def parse_job(job_id: str, raw: dict[Any, Any]) -> Job:
         created_ms=h.get("created_ms"), max_runs=h.get("max_runs"),
         concurrency=h.get("concurrency"), paused_until_ms=h.get("paused_until_ms"),
         unique_key=h.get("unique_key"),
-        webhook=_webhook.decode(h["webhook"]) if "webhook" in h else None)
+        webhook=_webhook.decode(h["webhook"]) if "webhook" in h else None,
+        priority=h.get("priority"))
 
 
 class Queries(Part):

@@ -103,6 +103,8 @@ JOB = Record("job hash <job_prefix><job id>", [
       "schedule_job"),
     F("until", "paused_until_ms", int, "a paused job resumes at this instant (optional)",
       "pause_job, resume_job, fire_due"),
+    F("prio", "priority", int, "0-9, higher drained first (optional; unset: the queue's "
+      "default); its runs are queued in the lane <queue>!<prio>", "schedule_job"),
     F("created", "created_ms", int, "creation time (epoch ms)", "schedule_job, restore_job"),
     F("updated", "updated_ms", int, "last definition change (epoch ms)", "schedule_job"),
     F("runs", "runs", int, "runs created so far; run ids are <job id>:<n>",
@@ -119,7 +121,8 @@ JOB = Record("job hash <job_prefix><job id>", [
 
 RUN = Record("run hash <run_prefix><run id>", [
     F("job", "job_id", str, "the job", "fire_due, run_now, restore_run"),
-    F("queue", "queue", str, "queue of its entry", "fire_due, run_now, restore_run"),
+    F("queue", "queue", str, "lane of its entry: the queue, or <queue>!<prio> for a job "
+      "with an explicit priority", "fire_due, run_now, restore_run"),
     F("tenant", "tenant", str, "owner tenant", "fire_due, run_now, restore_run"),
     F("st", "status", str, "queued | running | retrying | succeeded | failed | dead | "
       "cancelled | timed_out", "every run script"),
@@ -176,11 +179,12 @@ EVENT = Record("events stream entry <tag>:events (archived to PostgreSQL)", [
     F("w", "worker", str, "consumer", "start_runs, reclaim_runs"),
     F("err", "error", str, "error text", "fail_run, reclaim_runs, cancel_job"),
     F("res", "result", str, "result text", "complete_runs"),
-    F("why", "why", str, "run_now | reclaimed | replaced | limited (run events); overlap | "
-      "misfire | paused (skips); resumed (job events)",
-      "run_now, reclaim_runs, fire_due, start_runs"),
+    F("why", "why", str, "run_now | reclaimed | replaced | limited | queue_limit | "
+      "rate_limit (run events); overlap | misfire | paused (skips); resumed (job events)",
+      "run_now, reclaim_runs, fire_due, start_runs, defer_runs"),
     F("until", "paused_until_ms", int, "a timed pause's resume instant", "pause_job"),
-    F("retry", "retry_at_ms", int, "when a retry is due", "fail_run"),
+    F("retry", "retry_at_ms", int, "when a retry (or a deferred start) is due",
+      "fail_run, start_runs, defer_runs"),
     F("n", "count", int, "slots a skip stands for", "fire_due"),
     F("ver", "version", int, "job version", "schedule_job"),
     F("spec", "spec", bytes, "JobSpec blob", "schedule_job"),
@@ -213,4 +217,16 @@ ALERT_GATE = Record("failure alert gate of a job <tag>:alert:<job id>", [
     F("held", "held", int, "alerts held back since the last one sent", "note_failure"),
 ])
 
-RECORDS = (JOB, RUN, QUEUE_ENTRY, EVENT, DEAD_LETTER, RATE_BUCKET, ALERT_GATE)
+QUEUE_LIMITS = Record("queue limits hash <prefix>:{q:<queue>}:limits", [
+    F("conc", "concurrency", int, "runs of the queue running at once, at most (optional)",
+      "Client.set_queue_limits (HSET)"),
+    F("rate", "rate", int, "starts per period, at most (optional)",
+      "Client.set_queue_limits (HSET)"),
+    F("per", "period_ms", int, "the rate limit's period, ms", "Client.set_queue_limits (HSET)"),
+    F("burst", "burst", int, "starts allowed at once by the rate limit",
+      "Client.set_queue_limits (HSET)"),
+    F("prio", "priority", int, "the level of the queue's jobs that set no priority",
+      "Client.set_queue_limits (HSET)"),
+])
+
+RECORDS = (JOB, RUN, QUEUE_ENTRY, EVENT, DEAD_LETTER, RATE_BUCKET, ALERT_GATE, QUEUE_LIMITS)

@@ -16,6 +16,7 @@ from rsched.codec import decode_result
 from rsched.engine.keys import RESUME_PREFIX, RETRY_PREFIX
 from rsched.engine.schema import DEAD_LETTER, QUEUE_ENTRY, RUN
 from rsched.models import DeadLetter, Run, RunStatus
+from rsched.names import split_lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +102,11 @@ def parse_dead(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
 def parse_run(run_id: str, raw: dict[Any, Any]) -> Run:
     defaults = {"job_id": job_of_run(run_id), "queue": "", "tenant": "", "attempt": 1,
                 "slot_ms": 0}
-    fields = RUN.decode(raw)
+    fields = {**defaults, **RUN.decode(raw), "id": run_id}
     if "result" in fields:
         fields["result"] = decode_result(fields["result"])
-    return msgspec.convert({**defaults, **fields, "id": run_id}, Run)
+    fields["queue"], fields["priority"] = split_lane(fields["queue"])  # its lane
+    return msgspec.convert(fields, Run)
 
 
 def pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:

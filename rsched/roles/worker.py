@@ -34,6 +34,7 @@ from rsched.engine import Delivery, Engine, Outcome
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RetryPolicy, RunStatus
 from rsched.roles.kinds import TaskKinds
+from rsched.roles.queue_gate import QueueGate
 from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
 from rsched.roles.task_call import TaskCaller
 from rsched.settings import WorkerSettings
@@ -86,6 +87,8 @@ class Worker:
         # free slots worth a read near full concurrency (see _wait_for_room)
         self._refill = max(1, min(cfg.batch, cfg.concurrency) // 4)
         metrics.IN_FLIGHT.add(self)
+        self._gate = QueueGate(engine, self.id, cfg.queues, refresh_s=cfg.queue_config_s,
+                               lease_s=cfg.lease_s, retry_s=cfg.limit_retry_s)
 
     async def start(self) -> None:
         await self.engine.runs.ensure_groups(self.cfg.queues)
@@ -105,13 +108,9 @@ class Worker:
         room = self.cfg.concurrency - len(self.inflight)
         started = 0
         if room > 0 and not self._stopping.is_set():
-            # COUNT applies per stream: spread the room over every shard stream read
-            streams = len(self.cfg.queues) * self.engine.shards
-            # rounded down, so a read never returns more than room (only when room is
-            # below the number of streams can it, by up to streams - 1)
-            per_stream = max(1, min(room, self.cfg.batch) // streams)
             read_at = time.monotonic()  # their lease began after this
-            runs = await self.engine.runs.read_runs(self.id, self.cfg.queues, per_stream, block_ms)
+            # priority lanes and COUNT per stream: queue_gate.py
+            runs = await self._gate.read(min(room, self.cfg.batch), block_ms)
             started = await self._start(runs, read_at)
         return WorkerReport(started, len(self.inflight))
 
@@ -120,6 +119,9 @@ class Worker:
             return 0
         self._leases.grant(runs, read_at)
         now = await self.clock.now_ms()
+        admitted = await self._gate.admit(now, runs, self._leases.drop)  # queue-wide limits
+        if admitted is not runs:  # a start is recorded after the slot it took was free
+            runs, now = admitted, await self.clock.now_ms()
         by_shard: dict[int, list[Delivery]] = {}
         for d in runs:
             by_shard.setdefault(d.shard, []).append(d)
@@ -133,6 +135,7 @@ class Worker:
                     started += 1
                     continue
                 self._leases.drop(key(d))
+                await self._gate.release([key(d)])
                 if code == Code.NOT_FOUND:
                     await self.engine.runs.ack_entry(d)
         return started
@@ -229,6 +232,8 @@ class Worker:
                                       else backoff_ms(spec.retry, d.attempt, self._rng))
                 code = await self.engine.runs.fail_run(d.shard, now, self._ttl_ms, d.run_id,
                                                   d.attempt, error, retry_at, final)
+                with contextlib.suppress(*_REDIS_DOWN):  # else its lease ends it
+                    await self._gate.release([key(d)])
                 break
             except _REDIS_DOWN as exc:
                 log.warning("cannot record failure of %s yet (%s)", d.run_id, exc)
@@ -259,6 +264,8 @@ class Worker:
             for shard, outs in batch.items():
                 self._done[shard] = outs + self._done.get(shard, [])
             raise
+        with contextlib.suppress(*_REDIS_DOWN):  # else their leases end them
+            await self._gate.release((o.run_id, o.attempt) for os in batch.values() for o in os)
         rejected = sum(1 for c in codes if c != Code.OK)
         if rejected:
             log.warning("%d outcome(s) rejected: attempt superseded or run already ended",
@@ -301,7 +308,7 @@ class Worker:
         if self._every("reclaim", self.cfg.reclaim_every_s):
             await self.reclaim()
         if self._every("trim", self.cfg.trim_every_s):
-            await self.engine.runs.trim_queues(self.cfg.queues)
+            await self.engine.runs.trim_queues(self._gate.lanes)
 
     async def reclaim(self) -> int:
         """Take over runs whose worker stopped extending them (died or froze)."""
@@ -312,7 +319,7 @@ class Worker:
         await self._extend()
         now = await self.clock.now_ms()
         taken = 0
-        for queue in self.cfg.queues:
+        for queue in self._gate.lanes:
             for shard in range(self.engine.shards):
                 room = self.cfg.concurrency - len(self.inflight)
                 if room <= 0 or self._stopping.is_set():
@@ -322,6 +329,7 @@ class Worker:
                                                       int(self.cfg.lease_s * 1000), room,
                                                       self._ttl_ms)
                 self._leases.grant(runs, sent_at)
+                await self._gate.hand_over(now, runs)
                 for d in runs:
                     log.info("reclaimed run %s (attempt %d)", d.run_id, d.attempt)
                     self._spawn(d)
@@ -332,6 +340,8 @@ class Worker:
         """Extend the leases of in-flight runs (fenced by attempt); lost ones are cancelled."""
         await self._leases.extend(functools.partial(self.engine.runs.extend_runs, self.id),
                                   [d for d, _ in self.inflight.values()], self._cancel)
+        await self._gate.renew(self.clock, [key(d) for d, _ in self.inflight.values()] + [
+            (o.run_id, o.attempt) for os in self._done.values() for o in os])
 
     # -- loop ---------------------------------------------------------------------------
     async def run(self) -> None:
