@@ -218,7 +218,7 @@ async def test_recent_runs_overlay_live_redis_state_and_cli_history(
            "RSCHED_REDIS__SHARDS": "2", "RSCHED_ARCHIVER__DSN": archive_dsn}
 
     def cli_history(*args: str) -> Any:
-        out = run_cli("jobs", "history", job, *args, env=env)
+        out = run_cli("jobs", "history", job, "--json", *args, env=env)
         assert out.returncode == 0, out.stderr
         return msgspec.json.decode(out.stdout)
 
