@@ -77,12 +77,17 @@ class Notifier:
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(cfg.queue)
         self.counts: Counter[str] = Counter()  # alerts, alerts_held, webhooks, ... sent
         self._stopping = asyncio.Event()
+        self._grace_s = 0.0
 
     async def run(self) -> None:
         await self.engine.notify.ensure_groups()
         senders = [asyncio.create_task(self._send_loop()) for _ in range(self.cfg.concurrency)]
         try:
             await self._read_loop()
+            # stopping: what is queued gets the grace period to go out (the senders run
+            # until then; cancelling them first would leave queue.join() waiting forever)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.join(), self._grace_s)
         finally:
             for t in senders:
                 t.cancel()
@@ -90,11 +95,10 @@ class Notifier:
             await self.http.aclose()
 
     async def stop(self, grace_s: float) -> None:
-        """Stop reading; notifications queued get ``grace_s`` to go out, the rest stay
-        pending for another notifier."""
+        """Stop reading; notifications queued get ``grace_s`` to go out (run() waits for
+        them), the rest stay pending for another notifier."""
+        self._grace_s = grace_s
         self._stopping.set()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.queue.join(), grace_s)
 
     async def _read_loop(self) -> None:
         next_claim = 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
 import os
 import signal
@@ -83,17 +84,28 @@ async def run_until_signal(
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     crash = next((_crashed(name, t) for name, t in named if t in done), None)
     log.info("stopping (grace %.1fs)", grace_s)
-    for c in components:
-        await c.stop(grace_s)
+    watchdog = asyncio.create_task(_report_slow_stop(grace_s + 2))
+    await asyncio.gather(*(c.stop(grace_s) for c in components))  # all at once
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), grace_s + 5)
     waiter.cancel()
+    watchdog.cancel()
     engines = {id(c.engine): c.engine for c in components
                if getattr(c, "engine", None) is not None}  # the API server has none
     for engine in engines.values():
         await engine.close()
     if crash is not None:
         raise crash
+
+
+async def _report_slow_stop(after_s: float) -> None:
+    """A stop taking longer than its grace period says what it still waits for."""
+    await asyncio.sleep(after_s)
+    for t in asyncio.all_tasks():
+        if t is not asyncio.current_task():
+            stack = io.StringIO()
+            t.print_stack(limit=8, file=stack)
+            log.warning("still stopping after %.0fs: %s", after_s, stack.getvalue())
 
 
 def _crashed(name: str, task: asyncio.Task[None]) -> RoleCrashed:

@@ -1,7 +1,7 @@
 """The worker role: reads runs from queue streams, executes tasks, records outcomes.
 
-Owns: concurrency, retries with backoff, lease extension of in-flight runs (deadlines in
-run_leases.py), cancellation signals, graceful shutdown, batching of completions;
+Owns: concurrency, lease extension of in-flight runs (deadlines in run_leases.py),
+cancellation signals, graceful shutdown (recording outcomes and retries is outcomes.py's);
 reclaiming abandoned runs (reclaim_runs.lua) and trimming acked stream entries run as its
 maintenance. Calling a task (arguments, timeout, threads) is task_call.py's.
 Must not: fire slots or format keys. Every outcome and lease extension is fenced by the
@@ -17,7 +17,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -30,10 +29,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched import codec, metrics
 from rsched.clock import Clock
-from rsched.engine import Delivery, Engine, Outcome
+from rsched.engine import Delivery, Engine
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
-from rsched.models import JobSpec, RetryPolicy, RunStatus
+from rsched.models import JobSpec, RunStatus
 from rsched.roles.kinds import TaskKinds
+from rsched.roles.outcomes import Outcomes
 from rsched.roles.queue_gate import QueueGate
 from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
 from rsched.roles.task_call import TaskCaller
@@ -41,7 +41,6 @@ from rsched.settings import WorkerSettings
 from rsched.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
-FAIL_RECORD_TRIES = 30  # about a minute of backoff before leaving a failure to the reclaimer
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # Name prefix of the pool threads sync tasks run in (the runner looks for leftovers).
 TASK_THREADS = "rsched-task"
@@ -53,13 +52,6 @@ class WorkerReport:
     inflight: int
 
 
-def backoff_ms(policy: RetryPolicy, attempt: int, rng: random.Random) -> int:
-    """Exponential backoff with a cap and +-jitter for the retry after ``attempt``."""
-    base = min(policy.backoff_max_s, policy.backoff_s * policy.backoff_factor ** (attempt - 1))
-    spread = base * policy.jitter
-    return int(max(0.0, base + rng.uniform(-spread, spread)) * 1000)
-
-
 class Worker:
     def __init__(self, engine: Engine, cfg: WorkerSettings, clock: Clock,
                  registry: TaskRegistry, worker_id: str | None = None) -> None:
@@ -69,8 +61,6 @@ class Worker:
         self.registry = registry
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.inflight: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
-        self._done: dict[int, list[Outcome]] = {}
-        self._flush_now = asyncio.Event()
         self._listening = asyncio.Event()  # set once subscribed to cancel signals
         self._room = asyncio.Event()  # set whenever an in-flight run ends
         self._stopping = asyncio.Event()
@@ -81,7 +71,6 @@ class Worker:
         self._caller = TaskCaller(registry, clock, self._pool, self._leases,
                                   self._lost.__contains__, TaskKinds(cfg))
         self._specs: dict[bytes, JobSpec] = {}
-        self._rng = random.Random()
         self._ttl_ms = int(cfg.run_ttl_s * 1000)
         self._due: dict[str, float] = {}  # maintenance name -> next monotonic time
         # free slots worth a read near full concurrency (see _wait_for_room)
@@ -89,6 +78,7 @@ class Worker:
         metrics.IN_FLIGHT.add(self)
         self._gate = QueueGate(engine, self.id, cfg.queues, refresh_s=cfg.queue_config_s,
                                lease_s=cfg.lease_s, retry_s=cfg.limit_retry_s)
+        self._outcomes = Outcomes(engine, clock, self._gate, self._ttl_ms)
 
     async def start(self) -> None:
         await self.engine.runs.ensure_groups(self.cfg.queues)
@@ -167,7 +157,7 @@ class Worker:
         try:
             spec = self._spec(d.payload)
             result = await self._caller.call(spec, d)
-            self._record(d, RunStatus.SUCCEEDED, codec.encode_result(result))
+            self._outcomes.record(d, RunStatus.SUCCEEDED, codec.encode_result(result))
         except LeaseLapsed:
             log.warning("run %s attempt %d not started: its lease may have lapsed since it "
                         "was read; left for the reclaimer", d.run_id, d.attempt)
@@ -176,23 +166,24 @@ class Worker:
                 log.warning("run %s attempt %d cancelled: its lease was lost; nothing "
                             "recorded", d.run_id, d.attempt)
             elif d.run_id in self._cancelled:
-                self._record(d, RunStatus.CANCELLED, "")
+                self._outcomes.record(d, RunStatus.CANCELLED, "")
             else:
                 # shutdown past grace: leave the entry pending for the reclaimer
                 log.warning("run %s abandoned at shutdown; it will be reclaimed", d.run_id)
         except TimeoutError:
-            await self._fail(d, spec, f"timed out after {spec.timeout_s if spec else '?'}s",
-                             RunStatus.TIMED_OUT, retry=True)
+            timeout = spec.timeout_s if spec else "?"
+            await self._outcomes.fail(d, spec, f"timed out after {timeout}s",
+                                      RunStatus.TIMED_OUT, retry=True)
         except Retry as exc:
             delay = None if exc.delay_s is None else int(exc.delay_s * 1000)
-            await self._fail(d, spec, exc.reason or "retry requested", RunStatus.DEAD, retry=True,
-                             delay_ms=delay)
+            await self._outcomes.fail(d, spec, exc.reason or "retry requested",
+                                      RunStatus.DEAD, retry=True, delay_ms=delay)
         except Fatal as exc:  # the handler's own reason; its traceback says nothing more
-            await self._fail(d, spec, f"Fatal: {exc}", RunStatus.FAILED, retry=False)
+            await self._outcomes.fail(d, spec, f"Fatal: {exc}", RunStatus.FAILED, retry=False)
         except (SerializationError, LookupError) as exc:
-            await self._fail(d, spec, describe(exc), RunStatus.FAILED, retry=False)
+            await self._outcomes.fail(d, spec, describe(exc), RunStatus.FAILED, retry=False)
         except Exception as exc:  # noqa: BLE001 - any handler error is a failed attempt
-            await self._fail(d, spec, describe(exc), RunStatus.DEAD, retry=True)
+            await self._outcomes.fail(d, spec, describe(exc), RunStatus.DEAD, retry=True)
         finally:
             metrics.RUN_DURATION.observe(time.monotonic() - began)
             if self.inflight.get(d.run_id, (None,))[0] is d:  # not a later attempt's
@@ -213,63 +204,9 @@ class Worker:
             self._lost.add((run_id, attempt))
             entry[1].cancel()
 
-    def _record(self, d: Delivery, status: RunStatus, result: str) -> None:
-        self._done.setdefault(d.shard, []).append(Outcome(d.run_id, d.attempt, status, result))
-        metrics.run_ended(status.value)
-        self._flush_now.set()
-
-    async def _fail(self, d: Delivery, spec: JobSpec | None, error: str, final: RunStatus,
-                    *, retry: bool, delay_ms: int | None = None) -> None:
-        # The run stays in flight (its lease extended) while Redis is unreachable; resending
-        # is safe because fail_run is fenced by the attempt.
-        pause = 0.1
-        for _ in range(FAIL_RECORD_TRIES):
-            try:
-                now = await self.clock.now_ms()
-                retry_at = None
-                if retry and spec is not None:
-                    retry_at = now + (delay_ms if delay_ms is not None
-                                      else backoff_ms(spec.retry, d.attempt, self._rng))
-                code = await self.engine.runs.fail_run(d.shard, now, self._ttl_ms, d.run_id,
-                                                  d.attempt, error, retry_at, final)
-                with contextlib.suppress(*_REDIS_DOWN):  # else its lease ends it
-                    await self._gate.release([key(d)])
-                break
-            except _REDIS_DOWN as exc:
-                log.warning("cannot record failure of %s yet (%s)", d.run_id, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
-        else:
-            log.warning("gave up recording failure of %s; it will be reclaimed", d.run_id)
-            return
-        metrics.run_ended("retrying" if code == Code.RETRYING else final.value)
-        log.warning("run %s attempt %d failed (%s): %s", d.run_id, d.attempt,
-                    "retrying" if code == Code.RETRYING else "ended" if code == Code.ENDED
-                    else f"fenced {code}",
-                    error)
-
     async def flush(self) -> None:
-        """Record buffered outcomes in one pipelined round trip."""
-        if not self._done:
-            return
-        batch, self._done = self._done, {}
-        try:
-            now = await self.clock.now_ms()
-            codes = await self.engine.runs.complete_runs(now, self._ttl_ms, batch)
-        except (*_REDIS_DOWN, asyncio.CancelledError):
-            # Keep the outcomes for the next flush rather than letting the runs be reclaimed
-            # and executed again: completion is fenced by attempt, so resending a batch that
-            # did land before the connection broke (or the flusher was cancelled at
-            # shutdown) only acks it again (code -2).
-            for shard, outs in batch.items():
-                self._done[shard] = outs + self._done.get(shard, [])
-            raise
-        with contextlib.suppress(*_REDIS_DOWN):  # else their leases end them
-            await self._gate.release((o.run_id, o.attempt) for os in batch.values() for o in os)
-        rejected = sum(1 for c in codes if c != Code.OK)
-        if rejected:
-            log.warning("%d outcome(s) rejected: attempt superseded or run already ended",
-                        rejected)
+        """Record buffered outcomes now (tests and shutdown; the flusher does it live)."""
+        await self._outcomes.flush()
 
     # -- maintenance --------------------------------------------------------------------
     def _every(self, name: str, period_s: float) -> bool:
@@ -288,7 +225,7 @@ class Worker:
         take several round trips each (16 shards), and behind a busy Redis they stalled
         reading for up to a second (docs/benchmarks.md: the burst tail)."""
         backoff = 0.05
-        while True:
+        while not self._stopping.is_set():  # shutdown extends in-flight leases itself
             try:
                 await self._maintain()
                 backoff = 0.05
@@ -341,13 +278,13 @@ class Worker:
         await self._leases.extend(functools.partial(self.engine.runs.extend_runs, self.id),
                                   [d for d, _ in self.inflight.values()], self._cancel)
         await self._gate.renew(self.clock, [key(d) for d, _ in self.inflight.values()] + [
-            (o.run_id, o.attempt) for os in self._done.values() for o in os])
+            *self._outcomes.pending()])
 
     # -- loop ---------------------------------------------------------------------------
     async def run(self) -> None:
         await self.start()
-        helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._listen()),
-                   asyncio.create_task(self._maintainer())]
+        helpers = [asyncio.create_task(self._outcomes.flusher()),
+                   asyncio.create_task(self._listen()), asyncio.create_task(self._maintainer())]
         with contextlib.suppress(TimeoutError):  # hear cancels of the runs read from now on
             async with asyncio.timeout(2.0):
                 await self._listening.wait()
@@ -385,17 +322,6 @@ class Worker:
                 async with asyncio.timeout(left):
                     await self._room.wait()
 
-    async def _flusher(self) -> None:
-        while True:
-            await self._flush_now.wait()
-            self._flush_now.clear()
-            try:
-                await self.flush()
-            except _REDIS_DOWN as exc:
-                log.warning("cannot record outcomes (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                self._flush_now.set()
-
     async def _listen(self) -> None:
         async for run_id in self.engine.runs.cancel_signals(self._listening):
             self._cancel([run_id])
@@ -427,7 +353,10 @@ class Worker:
         # the helpers were cancelled could be lost, leaving a finished run to be re-run).
         for h in helpers:
             h.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+        # bounded: a cancel swallowed deep in a client library must not hang the exit
+        _, stuck = await asyncio.wait(helpers, timeout=5.0)
+        if stuck:
+            log.warning("%d worker helper task(s) did not stop; exiting anyway", len(stuck))
         try:
             await self.flush()
             await self.engine.runs.forget_worker(self.id)

@@ -36,7 +36,8 @@ async def test_largest_times_are_stored_and_read_back_as_integers(
     env = {"RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix,
            "RSCHED_REDIS__SHARDS": str(engine.shards)}
     for job_id in (every, at):
-        out = run_cli("jobs", "show", job_id, "--json", env=env)  # a traceback on float-formatted ints
+        # a traceback before, on float-formatted ints
+        out = run_cli("jobs", "show", job_id, "--json", env=env)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["job"]["id"] == job_id
 

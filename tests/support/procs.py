@@ -78,7 +78,10 @@ class Role:
 
     async def wait_exit(self, timeout_s: float = 30.0) -> int:
         """Wait for the process to exit (without blocking the event loop); its code."""
-        code = await eventually(lambda: _poll(self.proc), f"{self.name} to exit", timeout_s)
+        try:
+            code = await eventually(lambda: _poll(self.proc), f"{self.name} to exit", timeout_s)
+        except AssertionError as exc:  # say what it was doing
+            raise AssertionError(f"{exc}; its log ends:\n{self.log()[-3000:]}") from None
         return int(code) - 1000
 
     def log(self) -> str:

@@ -11,7 +11,7 @@ from rsched.engine.keys import ShardKeys, shard_of
 from rsched.errors import ConfigError, InvalidQueueName
 from rsched.models import RetryPolicy
 from rsched.names import validate_queue
-from rsched.roles.worker import backoff_ms
+from rsched.roles.outcomes import backoff_ms
 from rsched.settings import _SECTIONS, Settings, var
 
 
