@@ -63,6 +63,7 @@ class Core:
         self.maxlen = events_maxlen
         self.done_ttl_ms = int(cfg.done_job_ttl_s * 1000)
         self._stream_of: dict[str, tuple[int, str]] = {}
+        self._tenants: dict[str, TenantKeys] = {}
 
     async def start(self) -> None:
         """Load scripts and check the shard count stored for this deployment."""
@@ -97,7 +98,15 @@ class Core:
             await self.raw(cmds)
 
     def tenant_keys(self, tenant: str) -> TenantKeys:
-        return TenantKeys(self.cfg.prefix, validate_tenant(tenant))
+        """A tenant's keys, kept per tenant (built, validated and formatted once, not on
+        every created job)."""
+        keys = self._tenants.get(tenant)
+        if keys is None:
+            keys = TenantKeys(self.cfg.prefix, validate_tenant(tenant))
+            if len(self._tenants) > 10_000:
+                self._tenants.clear()
+            self._tenants[tenant] = keys
+        return keys
 
     async def call(self, name: str, keys: dict[str, str], args: dict[str, Any]) -> Any:
         return await self.scripts.call(self.redis, name, keys, args)
