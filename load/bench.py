@@ -235,7 +235,9 @@ async def _measure(a: argparse.Namespace, url: str, redis_pid: int, httpd_pid: i
         plan = plan_for(a, now)
         since = f"{now}-0"
         await engine.core.redis.config_resetstat()
+        me_c0 = time.process_time()
         create_s = await create(client, plan.jobs, a.create_inflight)
+        create_cpu_s = time.process_time() - me_c0  # the creating client's CPU (this process)
         create_stats = await engine.core.redis.info("commandstats")
         late = await engine_now(engine) > plan.first_ms
         snaps.append(snapshot(roles, redis_pid, httpd_pid))
@@ -281,6 +283,7 @@ async def _measure(a: argparse.Namespace, url: str, redis_pid: int, httpd_pid: i
                    "per_s": round(len(plan.jobs) / create_s),
                    "path": f"schedule x{a.create_inflight}" if a.create_inflight else
                    "schedule_many", "finished_after_first_slot": late,
+                   "client_cpu_us_per_job": round(create_cpu_s * 1e6 / len(plan.jobs), 1),
                    "redis_commands_per_job": command_costs(create_stats, len(plan.jobs))},
         "preload": pre,
         "counts": counts,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
 
-from rsched.clock import Clock
+from rsched.clock import Clock, SyncedClock
 from rsched.codec import encode
 from rsched.engine import Engine
 from rsched.engine.catalog import QueueFigures, index_member, member_job
@@ -67,7 +67,8 @@ class Client:
     @classmethod
     async def connect(cls, settings: Settings, registry: TaskRegistry | None = None) -> Client:
         engine = await Engine.connect(settings)
-        return cls(engine, engine.clock(), registry)
+        # Redis time without a TIME round trip per call (as the API's client does)
+        return cls(engine, SyncedClock(engine.clock()), registry)
 
     async def close(self) -> None:
         await self.engine.close()
@@ -129,6 +130,17 @@ class Client:
         """Create a job; returns its id. Raises DuplicateJob if the id (or the job's name
         in its tenant) exists. A job with a ``unique_key`` its tenant already holds is not
         created: the holder's id is returned (docs/tasks.md, "Unique jobs")."""
+        return (await self._create(job, read_back=False))[0]
+
+    async def create(self, job: JobDef) -> Job:
+        """``schedule``, returning the job as stored (for a plain job read in the same
+        round trip that creates it)."""
+        job_id, created = await self._create(job, read_back=True)
+        return created if created is not None else await self.get(job_id)
+
+    async def _create(self, job: JobDef, *, read_back: bool) -> tuple[str, Job | None]:
+        """One round trip for a job without name, labels, unique key or webhook (index
+        write, script, read back pipelined; the time from a SyncedClock); those add theirs."""
         now = await self.clock.now_ms()
         await self._validate(job, now)
         job_id = job.id or uuid.uuid4().hex
@@ -136,18 +148,12 @@ class Client:
         if job.unique_key:
             holder = await self._claim_unique(job.tenant, job.unique_key, claim, now)
             if holder is not None:
-                return holder
+                return holder, None
+        later = bool(job.name or job.labels or job.unique_key or job.webhook)  # written after
         try:
             if job.name:
                 await self._claim_name(job.tenant, job.name, job_id)
-            await self.engine.catalog.index_job(job.tenant, job_id, now, job.queue)
-            try:
-                await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
-                                                    next_ms=first_fire(job.schedule, now),
-                                                    expect_version=0)
-            except BaseException:
-                await self._undo_create(job, job_id, now)
-                raise
+            created = await self._create_indexed(job, job_id, now, read_back and not later)
         except BaseException:
             if job.unique_key:
                 await self.engine.catalog.claim_unique(job.tenant, job.unique_key, claim, None)
@@ -156,7 +162,21 @@ class Client:
             await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
         if job.unique_key or job.webhook:
             await self.engine.catalog.set_extras([(job_id, job.unique_key, _hook_blob(job))])
-        return job_id
+        return job_id, created
+
+    async def _create_indexed(self, job: JobDef, job_id: str, now: int, read_back: bool
+                              ) -> Job | None:
+        catalog = self.engine.catalog
+        try:
+            _, created = await self.engine.jobs.create_job(
+                job_id, job, now_ms=now, next_ms=first_fire(job.schedule, now),
+                before=catalog.index_commands(job.tenant, job_id, now, job.queue),
+                read_back=read_back)
+        except BaseException:
+            catalog.index_failed([(job.tenant, job.queue)])
+            await self._undo_create(job, job_id, now)
+            raise
+        return created
 
     async def _claim_unique(self, tenant: str, key: str, claim: str, now: int) -> str | None:
         """Claim a unique key for a new job (None), or the id of the job holding it. A
@@ -207,13 +227,16 @@ class Client:
         self._warn_unknown({job.task for job in jobs if job.task}, await self._known_tasks())
         ids = [job.id or uuid.uuid4().hex for job in jobs]
         await self._claim_names(jobs, ids)
-        for tenant in {job.tenant for job in jobs}:
-            await self.engine.catalog.index_many(tenant, now, [
-                (i, j.queue) for i, j in zip(ids, jobs, strict=True) if j.tenant == tenant])
-        codes = await self.engine.jobs.schedule_many(
-            [(job_id, job, first_fire(job.schedule, now)) for job_id, job in zip(ids, jobs,
-                                                                                strict=True)],
-            now_ms=now, chunk=chunk)
+        index = self.engine.catalog.index_many(
+            now, [(j.tenant, i, j.queue) for i, j in zip(ids, jobs, strict=True)])
+        try:
+            codes = await self.engine.jobs.schedule_many(
+                [(job_id, job, first_fire(job.schedule, now)) for job_id, job in zip(ids, jobs,
+                                                                                    strict=True)],
+                now_ms=now, chunk=chunk, before=index)
+        except BaseException:
+            self.engine.catalog.index_failed({(j.tenant, j.queue) for j in jobs})
+            raise
         await self.engine.catalog.set_meta([
             (i, j.name, j.labels) for i, j, c in zip(ids, jobs, codes, strict=True)
             if c > 0 and (j.name or j.labels)])

@@ -69,10 +69,8 @@ def if_match(request: Request) -> int | None:
 @endpoint(Role.WRITE, idempotent=True)
 async def create_job(request: Request, who: Principal) -> Response:
     job_in = await body(request, JobIn)
-    client = state(request).client
-    job_id = await client.schedule(job_in.to_def(who.tenant))
-    job = await client.get(job_id)
-    return json(job_out(job), 201, {"Location": f"{BASE}/jobs/{job_id}", **etag(job)})
+    job = await state(request).client.create(job_in.to_def(who.tenant))
+    return json(job_out(job), 201, {"Location": f"{BASE}/jobs/{job.id}", **etag(job)})
 
 
 @endpoint(Role.WRITE, idempotent=True)

@@ -9,11 +9,12 @@ tenant of every job, run and dead letter it hands out) or validate job definitio
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 from redis.exceptions import ResponseError
 
-from rsched.engine.core import Part
+from rsched.engine.core import Core, Part, Recent
 from rsched.engine.keys import WORKER_GROUP
 from rsched.engine.types import job_of_run, parse_dead, split_id, text
 from rsched.errors import Code, raise_for_code
@@ -41,24 +42,37 @@ def member_job(member: str) -> str:
 
 
 class Catalog(Part):
-    async def index_job(self, tenant: str, job_id: str, created_ms: int, queue: str) -> None:
-        """Add a job to its tenant's listing (before it is created: a listing drops
-        entries whose job is gone only once they are old, see ``forget``)."""
-        t = self.core.tenant_keys(tenant)
-        # one pipelined round trip on the engine's fast path (Client.schedule's hot path)
-        await self.core.raw([("ZADD", t.jobs, 0, index_member(created_ms, job_id)),
-                             ("SADD", t.queues, queue)])
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self._queues_added = Recent()  # (tenant, queue) added to the tenant's queue set lately
 
-    async def index_many(self, tenant: str, created_ms: int, jobs: Sequence[tuple[str, str]]
-                         ) -> None:
-        """Like index_job for (job id, queue) pairs, in one round trip."""
-        if not jobs:
-            return
+    def index_commands(self, tenant: str, job_id: str, created_ms: int, queue: str
+                       ) -> list[tuple[Any, ...]]:
+        """The commands adding a job to its tenant's listing, to send before the job is
+        created (a listing drops entries whose job is gone only once they are old, see
+        ``forget``); the queue is added to the tenant's queue set at most every NOTE_S."""
         t = self.core.tenant_keys(tenant)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(t.jobs, {index_member(created_ms, j): 0 for j, _ in jobs})
-        pipe.sadd(t.queues, *{q for _, q in jobs})
-        await pipe.execute()
+        cmds: list[tuple[Any, ...]] = [("ZADD", t.jobs, 0, index_member(created_ms, job_id))]
+        if self._queues_added.due([(tenant, queue)]):
+            cmds.append(("SADD", t.queues, queue))
+        return cmds
+
+    def index_failed(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """The index commands of these (tenant, queue) pairs may not have run: their
+        queues are added again next time."""
+        self._queues_added.undo(pairs)
+
+    def index_many(self, created_ms: int, jobs: Sequence[tuple[str, str, str]]
+                   ) -> list[tuple[Any, ...]]:
+        """Like index_commands for (tenant, job id, queue) triples: one ZADD per tenant."""
+        members: dict[str, list[Any]] = {}
+        for tenant, job_id, _ in jobs:
+            members.setdefault(tenant, []).extend((0, index_member(created_ms, job_id)))
+        cmds: list[tuple[Any, ...]] = [("ZADD", self.core.tenant_keys(t).jobs, *m)
+                                       for t, m in members.items()]
+        for tenant, queue in self._queues_added.due(sorted({(t, q) for t, _, q in jobs})):
+            cmds.append(("SADD", self.core.tenant_keys(tenant).queues, queue))
+        return cmds
 
     async def scan_jobs(self, tenant: str, after: str, count: int) -> list[str]:
         """Index members after ``after`` (a member; "" = from the start), oldest first."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from rsched.engine.keys import GlobalKeys, QueueKeys, ShardKeys, TenantKeys, shard_of
 from rsched.engine.scripts import Scripts
@@ -24,6 +25,31 @@ from rsched.names import validate_tenant
 from rsched.settings import RedisSettings
 
 log = logging.getLogger(__name__)
+NOTE_S = 10.0  # a listing-only set member (a queue name) is re-added this often per process
+
+
+class Recent:
+    """Members this process added to listing-only sets lately: each is re-added at most
+    every NOTE_S seconds (one command less per created job; nothing but listings reads
+    these sets, and a member is never removed by the engine)."""
+
+    def __init__(self) -> None:
+        self._at: dict[Any, float] = {}
+
+    def due(self, members: Iterable[Any]) -> list[Any]:
+        """The members not added within NOTE_S, marked as added now (``undo`` if the
+        write fails)."""
+        now = time.monotonic()
+        out = [m for m in members if self._at.get(m, -NOTE_S) + NOTE_S <= now]
+        if out:
+            if len(self._at) > 10_000:
+                self._at.clear()
+            self._at.update(dict.fromkeys(out, now))
+        return out
+
+    def undo(self, members: Iterable[Any]) -> None:
+        for m in members:
+            self._at.pop(m, None)
 
 
 class Core:
@@ -37,6 +63,7 @@ class Core:
         self.maxlen = events_maxlen
         self.done_ttl_ms = int(cfg.done_job_ttl_s * 1000)
         self._stream_of: dict[str, tuple[int, str]] = {}
+        self._tenants: dict[str, TenantKeys] = {}
 
     async def start(self) -> None:
         """Load scripts and check the shard count stored for this deployment."""
@@ -55,21 +82,56 @@ class Core:
     def queue_keys(self, queue: str) -> QueueKeys:
         return QueueKeys(self.cfg.prefix, queue)
 
-    async def note_levels(self, jobs: Iterable[Any]) -> None:
-        """Record the explicit priorities jobs use in their queue's levels set, so
-        workers read those lanes (one SADD per queue, only for jobs that set one)."""
+    def level_commands(self, jobs: Iterable[Any]) -> list[tuple[Any, ...]]:
+        """SADDs recording the explicit priorities jobs use in their queue's levels set,
+        so workers read those lanes (one per queue, only for jobs that set one; never
+        skipped: a lane missing from the set would not be read)."""
         levels: dict[str, set[int]] = {}
         for d in jobs:
             if d.priority is not None:
                 levels.setdefault(d.queue, set()).add(d.priority)
-        for queue, prios in levels.items():
-            await self.redis.sadd(self.queue_keys(queue).levels, *sorted(prios))
+        return [("SADD", self.queue_keys(q).levels, *sorted(p)) for q, p in levels.items()]
+
+    async def note_levels(self, jobs: Iterable[Any]) -> None:
+        cmds = self.level_commands(jobs)
+        if cmds:
+            await self.raw(cmds)
 
     def tenant_keys(self, tenant: str) -> TenantKeys:
-        return TenantKeys(self.cfg.prefix, validate_tenant(tenant))
+        """A tenant's keys, kept per tenant (built, validated and formatted once, not on
+        every created job)."""
+        keys = self._tenants.get(tenant)
+        if keys is None:
+            keys = TenantKeys(self.cfg.prefix, validate_tenant(tenant))
+            if len(self._tenants) > 10_000:
+                self._tenants.clear()
+            self._tenants[tenant] = keys
+        return keys
 
     async def call(self, name: str, keys: dict[str, str], args: dict[str, Any]) -> Any:
         return await self.scripts.call(self.redis, name, keys, args)
+
+    async def call_after(self, commands: list[tuple[Any, ...]], name: str,
+                         keys: dict[str, str], args: dict[str, Any],
+                         then: Sequence[tuple[Any, ...]] = ()) -> tuple[Any, list[Any]]:
+        """Plain ``commands``, the script ``name``, then ``then`` in one pipelined round
+        trip (not atomic together: each command and the script are, one by one). Returns
+        the script's reply and the replies of ``then``; a failed plain command raises.
+        On NOSCRIPT the scripts are loaded and the script and ``then`` sent again."""
+        script = self.scripts[name]
+        call = ("EVALSHA", script.sha, len(script.keys), *script.order(keys, args))
+        replies = await self._raw_replies([*commands, call, *then])
+        reply = replies[len(commands)]
+        if isinstance(reply, NoScriptError):
+            await self.scripts.load(self.redis)
+            replies = await self._raw_replies([call, *then])
+            reply, replies = replies[0], [None] * len(commands) + replies
+        for r in replies[:len(commands)] + replies[len(commands) + 1:]:
+            if isinstance(r, Exception):
+                raise r
+        if isinstance(reply, Exception):
+            raise reply
+        return reply, replies[len(commands) + 1:]
 
     def streams(self, queues: Iterable[str]) -> dict[str, tuple[int, str]]:
         """Every shard's stream of each queue -> (shard, queue)."""
@@ -86,18 +148,21 @@ class Core:
     async def raw(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Plain commands pipelined, replies unparsed: on the hiredis fast path when the
         client has one (redis-py packs ~150,000 XACK ids noticeably slower)."""
-        execute_many = getattr(self.redis, "execute_many", None)
-        if execute_many is not None:
-            replies = await execute_many(commands)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for cmd in commands:
-                pipe.execute_command(*cmd)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await self._raw_replies(commands)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return list(replies)
+        return replies
+
+    async def _raw_replies(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Like ``raw``, error replies returned in place as exceptions."""
+        execute_many = getattr(self.redis, "execute_many", None)
+        if execute_many is not None:
+            return list(await execute_many(commands))
+        pipe = self.redis.pipeline(transaction=False)
+        for cmd in commands:
+            pipe.execute_command(*cmd)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def trim_acked(self, stream: str) -> int:
         floor = await self.oldest_unacked(stream)

@@ -8,15 +8,15 @@ schedules (the client does); callers pass ``now_ms`` and the first fire.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from rsched import codec
-from rsched.engine.core import Core, Part
+from rsched.engine.core import Core, Part, Recent
+from rsched.engine.queries import parse_job
 from rsched.engine.types import text
 from rsched.errors import Code, raise_for_code
-from rsched.models import JobDef
+from rsched.models import Job, JobDef
 from rsched.names import validate_job_id, validate_queue
 from rsched.timing import jitter_offset_ms
 
@@ -24,8 +24,6 @@ from rsched.timing import jitter_offset_ms
 def check_job(job_id: str, d: JobDef) -> None:
     validate_job_id(job_id)
     validate_queue(d.queue)
-
-QUEUES_SADD_S = 10.0  # a queue name is re-added to the global set this often
 
 def due_ms(job_id: str, d: JobDef, slot_ms: int) -> int:
     """The due score of a slot: the slot itself, later by the job's jitter offset."""
@@ -43,19 +41,21 @@ def _controls(job_id: str, d: JobDef, next_ms: int | None) -> dict[str, Any]:
 class Jobs(Part):
     def __init__(self, core: Core) -> None:
         super().__init__(core)
-        self._queues_added: dict[str, float] = {}  # queue -> monotonic time of its SADD
+        self._queues_added = Recent()  # queue names added to the global set lately
+
+    def _queue_commands(self, queues: set[str]) -> list[tuple[str, ...]]:
+        """SADD of the queue names to the global set, each at most every NOTE_S per
+        process (the set only feeds listings); [] when all were added lately."""
+        new = self._queues_added.due(sorted(queues))
+        return [("SADD", self.global_keys.queues, *new)] if new else []
 
     async def _note_queues(self, queues: set[str]) -> None:
-        """SADD the queue names to the global set, each at most every QUEUES_SADD_S per
-        process (one round trip less per created job; the set only feeds listings)."""
-        now = time.monotonic()
-        new = {q for q in queues if self._queues_added.get(q, -QUEUES_SADD_S) + QUEUES_SADD_S
-               <= now}
-        if new:
-            await self.redis.sadd(self.global_keys.queues, *new)
-            if len(self._queues_added) > 10_000:
-                self._queues_added.clear()
-            self._queues_added.update(dict.fromkeys(new, now))
+        cmds = self._queue_commands(queues)
+        try:
+            await self.core.raw(cmds)
+        except BaseException:
+            self._queues_added.undo(queues)
+            raise
 
     def _schedule_args(self, job_id: str, d: JobDef, now_ms: int, next_ms: int | None,
                        expect_version: int) -> tuple[dict[str, str], dict[str, Any]]:
@@ -80,13 +80,47 @@ class Jobs(Part):
         await self.core.note_levels([d])
         return int(ver)
 
+    async def create_job(self, job_id: str, d: JobDef, *, now_ms: int, next_ms: int | None,
+                         before: list[tuple[Any, ...]], read_back: bool = False
+                         ) -> tuple[int, Job | None]:
+        """Create a job (schedule_job, version 0) in ONE round trip: ``before`` (the
+        tenant index write: a listing skips an entry whose job is missing), the queue
+        notes this process has not made lately and the job's priority level are pipelined
+        ahead of the script; with ``read_back`` the job is read (HGETALL) right after it.
+        Raises like schedule_job; returns (version, the job or None)."""
+        keys, args = self._schedule_args(job_id, d, now_ms, next_ms, 0)
+        notes = self._queue_commands({d.queue})
+        then = [("HGETALL", self.core.keys_for(job_id).job(job_id))] if read_back else []
+        try:
+            ver, after = await self.core.call_after(
+                [*before, *notes, *self.core.level_commands([d])], "schedule_job", keys, args,
+                then)
+        except BaseException:
+            if notes:
+                self._queues_added.undo([d.queue])
+            raise
+        raise_for_code(ver, script="schedule_job", job_id=job_id)
+        raw = after[0] if read_back else None
+        if isinstance(raw, list):  # the fast path's flat reply
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        return int(ver), (parse_job(job_id, raw) if raw else None)
+
     async def schedule_many(self, jobs: Sequence[tuple[str, JobDef, int | None]], *,
-                            now_ms: int, chunk: int = 1000) -> list[int]:
+                            now_ms: int, chunk: int = 1000,
+                            before: Sequence[tuple[Any, ...]] = ()) -> list[int]:
         """Create jobs (id, definition, first fire) in pipelined round trips of ``chunk``
-        schedule_job calls. Each job is created atomically, the batch is not: returns one
-        code per job, its version (1) or -4 when the id already exists."""
+        schedule_job calls, after one round trip of ``before`` (the tenant index), the
+        queue notes and the priority levels. Each job is created atomically, the batch is
+        not: returns one code per job, its version (1) or -4 when the id already exists."""
         for job_id, d, _ in jobs:  # bad input fails before anything is written
             check_job(job_id, d)
+        queues = {d.queue for _, d, _ in jobs}
+        try:
+            await self.core.raw([*before, *self._queue_commands(queues),
+                                 *self.core.level_commands(d for _, d, _ in jobs)])
+        except BaseException:
+            self._queues_added.undo(queues)
+            raise
         out: list[int] = []
         sent: asyncio.Future[Sequence[Any]] | None = None
         for i in range(0, len(jobs), chunk):
@@ -111,8 +145,6 @@ class Jobs(Part):
             sent = nxt_sent
         if sent is not None:
             out += [int(r) for r in await sent]
-        await self._note_queues({d.queue for _, d, _ in jobs})
-        await self.core.note_levels([d for _, d, _ in jobs])
         return out
 
     async def _job_op(self, name: str, job_id: str, keys: dict[str, str],
