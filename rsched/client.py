@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
 
+from rsched.claims import Claims
 from rsched.clock import Clock, SyncedClock
 from rsched.codec import encode
 from rsched.engine import Engine
@@ -45,9 +46,6 @@ from rsched.tasks import TaskRegistry
 from rsched.timing import first_fire, preview, validate_schedule
 
 log = logging.getLogger(__name__)
-# A unique key's claim whose job is not in Redis yet is live this long (its creator is
-# between claiming the key and creating the job); past it, a new job may take the key.
-UNIQUE_CREATE_MS = 30_000
 DEAD_ID = re.compile(r"^(\d{1,16}-\d{1,16})~(.+)$")  # "<stream entry id>~<job id>"
 DEAD_SCAN_MAX = 100_000  # dead letters one filtered listing examines at most
 KNOWN_TASKS_S = 5.0  # how long the registered task names are reused for the warning
@@ -62,6 +60,7 @@ class Client:
         self.engine = engine
         self.clock = clock
         self.registry = registry
+        self._claims = Claims(engine)
         self._known: tuple[float, set[str]] | None = None  # (monotonic read time, names)
 
     @classmethod
@@ -146,13 +145,13 @@ class Client:
         job_id = job.id or uuid.uuid4().hex
         claim = f"{job_id} {now}"
         if job.unique_key:
-            holder = await self._claim_unique(job.tenant, job.unique_key, claim, now)
+            holder = await self._claims.unique(job.tenant, job.unique_key, claim, now)
             if holder is not None:
                 return holder, None
         later = bool(job.name or job.labels or job.unique_key or job.webhook)  # written after
         try:
             if job.name:
-                await self._claim_name(job.tenant, job.name, job_id)
+                await self._claims.name(job.tenant, job.name, job_id)
             created = await self._create_indexed(job, job_id, now, read_back and not later)
         except BaseException:
             if job.unique_key:
@@ -178,41 +177,10 @@ class Client:
             raise
         return created
 
-    async def _claim_unique(self, tenant: str, key: str, claim: str, now: int) -> str | None:
-        """Claim a unique key for a new job (None), or the id of the job holding it. A
-        holder counts while its job hash exists (it ends, then expires done_job_ttl_s
-        later) or while its claim is younger than UNIQUE_CREATE_MS (being created)."""
-        for _ in range(5):  # compare-and-set: retried only when the claim changed meanwhile
-            held = await self.engine.catalog.unique_holder(tenant, key)
-            if held is not None:
-                holder, _, at = held.partition(" ")
-                fresh = now - int(at or 0) < UNIQUE_CREATE_MS
-                if fresh or await self.engine.query.get_job(holder) is not None:
-                    return holder
-            if await self.engine.catalog.claim_unique(tenant, key, held, claim):
-                return None
-        raise DuplicateJob(f"unique key {key!r} is contended", script="claim_name")
-
     async def _undo_create(self, job: JobDef, job_id: str, now: int) -> None:
         await self.engine.catalog.forget(job.tenant, [index_member(now, job_id)])
         if job.name:
             await self.engine.catalog.claim_name(job.tenant, job.name, job_id, None)
-
-    async def _claim_name(self, tenant: str, name: str, job_id: str) -> None:
-        """Take a tenant's job name for ``job_id``; a cancelled or vanished holder loses it."""
-        for _ in range(3):  # compare-and-set: retried only when the holder changed meanwhile
-            holder = await self.engine.catalog.name_holder(tenant, name)
-            if holder == job_id:
-                return
-            if holder is not None:
-                held = await self.engine.query.get_job(holder)
-                if held is not None and held.state is not JobState.CANCELLED \
-                        and held.name == name and held.tenant == tenant:
-                    raise DuplicateJob(f"job name {name!r} is taken by job {holder!r}",
-                                       script="claim_name", job_id=holder)
-            if await self.engine.catalog.claim_name(tenant, name, holder, job_id):
-                return
-        raise DuplicateJob(f"job name {name!r} is contended", script="claim_name")
 
     async def schedule_many(self, jobs: Sequence[JobDef], *, chunk: int = 1000) -> list[str]:
         """Create many jobs in pipelined round trips; returns their ids in order. Every job
@@ -226,7 +194,7 @@ class Client:
                 raise ValidationError("unique_key: create unique jobs one by one (schedule)")
         self._warn_unknown({job.task for job in jobs if job.task}, await self._known_tasks())
         ids = [job.id or uuid.uuid4().hex for job in jobs]
-        await self._claim_names(jobs, ids)
+        await self._claims.names(jobs, ids)
         index = self.engine.catalog.index_many(
             now, [(j.tenant, i, j.queue) for i, j in zip(ids, jobs, strict=True)])
         try:
@@ -250,20 +218,6 @@ class Client:
                                script="schedule_job", job_id=dup[0])
         return ids
 
-    async def _claim_names(self, jobs: Sequence[JobDef], ids: Sequence[str]) -> None:
-        named = [(j.tenant, j.name, i) for j, i in zip(jobs, ids, strict=True) if j.name]
-        if len({(t, n) for t, n, _ in named}) != len(named):
-            raise ValidationError("name: the same job name twice in one batch")
-        done: list[tuple[str, str, str]] = []
-        try:
-            for tenant, name, job_id in named:
-                await self._claim_name(tenant, name, job_id)
-                done.append((tenant, name, job_id))
-        except BaseException:
-            for tenant, name, job_id in done:
-                await self.engine.catalog.claim_name(tenant, name, job_id, None)
-            raise
-
     async def update(self, job_id: str, job: JobDef, version: int | None = None) -> int:
         """Replace a job's definition; with ``version``, only if it is still that version.
         The new schedule takes effect at once. Returns the new version."""
@@ -276,7 +230,7 @@ class Client:
         if version is None:
             version = current.version
         if job.name and job.name != current.name:
-            await self._claim_name(job.tenant, job.name, job_id)
+            await self._claims.name(job.tenant, job.name, job_id)
         try:
             ver = await self.engine.jobs.schedule_job(job_id, job, now_ms=now,
                                                       next_ms=first_fire(job.schedule, now),

@@ -66,7 +66,7 @@ def _layer(module: str) -> int:
         return 1
     if parts[1] == "roles":
         return 3 if parts[2:3] == ["runner"] else 2  # the runner wires roles for the cli
-    if parts[1] in {"client", "cli", "devservers", "examples"}:
+    if parts[1] in {"client", "claims", "cli", "devservers", "examples"}:
         return 3
     return 0  # models, errors, settings, codec, timing, names, clock, tasks, log
 
