@@ -169,9 +169,12 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NotifySettings(msgspec.Struct, frozen=True, kw_only=True):
-    """The notifier each worker runs: alerts and completion webhooks, off the hot path."""
+    """The notifier (alerts and completion webhooks): `rsched notifier`, or inside each
+    worker with enabled=true. Off in workers by default: it reads every event (about 150 µs
+    of worker CPU per run, docs/benchmarks.md), which only deployments using alerts or
+    webhooks should pay."""
 
-    enabled: bool = True
+    enabled: bool = False  # run a notifier inside each worker too
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 16  # deliveries at once per worker
     queue: Count = 1000  # notifications waiting per worker; full: reading events pauses
     batch: Count = 200  # events per read

@@ -8,7 +8,7 @@ verb goes through the Client (or, for keys and rebuild, the Engine) the API uses
     common.py   settings, exit codes, store sessions, shared options
     output.py   tables, JSON, progress bars, prompts
     parse.py    durations, instants, labels, JSON arguments
-    roles.py    scheduler, worker, archiver, api, dev
+    roles.py    scheduler, worker, archiver, notifier, api, dev
     jobs.py     jobs add|update|list|show|runs|pause|resume|cancel|run-now|preview|history
     jobdef.py   the job options and the JobDef they build
     apply.py    apply, export (jobfile.py: the file format)
@@ -27,7 +27,7 @@ from rsched.cli import admin, apply, jobs, ops, queue_limits, roles
 
 app = typer.Typer(help="rsched: Redis-native distributed job scheduler", no_args_is_help=True,
                   rich_markup_mode="markdown")  # markdown: docstring lines reflow
-for fn in (roles.scheduler, roles.worker, roles.archiver, roles.api, roles.dev,
+for fn in (roles.scheduler, roles.worker, roles.archiver, roles.notifier, roles.api, roles.dev,
            apply.apply, apply.export, ops.status, ops.queues, ops.dead,
            admin.migrate, admin.retention, admin.rebuild, queue_limits.queue_limits):
     app.command()(fn)

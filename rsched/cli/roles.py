@@ -93,6 +93,17 @@ def archiver(redis_url: RedisUrl = None, dsn: Dsn = None, log_level: LogLevel = 
     run(go())
 
 
+def notifier(redis_url: RedisUrl = None, log_level: LogLevel = "INFO") -> None:
+    """Run a notifier: failure alerts and completion webhooks (docs/tasks.md)."""
+    s = settings(redis_url)
+    log.configure(log_level)
+
+    async def go() -> None:
+        await runner.run_until_signal([await runner.build_notifier(s)], 5.0)
+
+    run(go())
+
+
 def api(redis_url: RedisUrl = None, host: str | None = None, port: int | None = None,
         dev_mode: Annotated[bool, typer.Option(help="no API keys (never in production)")]
         = False, log_level: LogLevel = "INFO") -> None:
@@ -161,7 +172,8 @@ def dev(redis_url: RedisUrl = None, log_level: LogLevel = "INFO", module: Module
 
 
 async def _dev_roles(s: Settings, schema: str | None) -> list[Any]:
-    roles: list[Any] = [await runner.build_scheduler(s), *await runner.worker_components(s)]
+    roles: list[Any] = [await runner.build_scheduler(s),
+                        *await runner.worker_components(s, notify=True)]
     if s.archiver.dsn:
         try:
             if schema:

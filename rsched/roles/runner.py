@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -57,14 +58,21 @@ async def build_worker(settings: Settings) -> Worker:
     return Worker(engine, settings.worker, SyncedClock(engine.clock()), registry)
 
 
-async def worker_components(settings: Settings) -> list[Any]:
-    """A worker and, unless notify.enabled is off, its notifier (alerts and webhooks) on
-    the same engine."""
+async def worker_components(settings: Settings, *, notify: bool = False) -> list[Any]:
+    """A worker and, with notify.enabled (or ``notify``), a notifier (alerts and webhooks)
+    on the same engine."""
     w = await build_worker(settings)
-    if not settings.notify.enabled:
+    if not (notify or settings.notify.enabled):
         return [w]
     return [w, Notifier(w.engine, settings.notify, settings.alerts, w.id,
                         block_s=settings.worker.block_s)]
+
+
+async def build_notifier(settings: Settings) -> Notifier:
+    """A notifier on its own (`rsched notifier`): alerts and webhooks for every worker."""
+    engine = await Engine.connect(settings)
+    consumer = f"notifier-{socket.gethostname()}-{os.getpid()}"
+    return Notifier(engine, settings.notify, settings.alerts, consumer)
 
 
 async def run_until_signal(
