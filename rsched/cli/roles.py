@@ -19,8 +19,10 @@ from rsched.cli.common import Dsn, RedisUrl, run, settings
 from rsched.client import Client
 from rsched.devservers import dev_stores, free_port, port_free
 from rsched.errors import RschedError
+from rsched.models import Cron, JobDef
 from rsched.roles import runner
 from rsched.settings import Settings
+from rsched.task_kinds import HttpTask
 
 LogLevel = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")]
 Modules = Annotated[list[str] | None, typer.Option(
@@ -129,14 +131,29 @@ async def seed_demo(s: Settings) -> list[str]:
         outcome = await carry_out(client, plan, desired)
         if outcome.errors:
             raise RschedError("; ".join(outcome.errors))
-        return [d.name or "" for d in desired]
+        return [d.name or "" for d in desired] + [await _seed_demo_http(client, s)]
     finally:
         await client.close()
 
 
+async def _seed_demo_http(client: Client, s: Settings) -> str:
+    """A cron HTTP job against the dev API's own /healthz (the built-in endpoint that
+    answers), every 10 seconds; created once, pointed at this run's port each start."""
+    name = "demo-http"
+    job = JobDef(name=name, http=HttpTask(url=f"http://{s.api.host}:{s.api.port}/healthz"),
+                 schedule=Cron(expr="*/10 * * * * *"), labels={"demo": "true"})
+    held = (await client.named_jobs("default")).get(name)
+    if held is None:
+        await client.schedule(job)
+    elif held.spec.http != job.http:
+        await client.update(held.id, job, held.version)
+    return name
+
+
 def dev(redis_url: RedisUrl = None, log_level: LogLevel = "INFO", module: Modules = None,
         demo: Annotated[bool, typer.Option(
-            help="also seed demo jobs: one every second, one that dead-letters")] = False
+            help="also seed demo jobs: every second, one that dead-letters, a cron HTTP job")
+        ] = False
         ) -> None:
     """Everything in one process for a first try: Redis and PostgreSQL (reachable ones,
     kept to the key prefix `rsched-dev` and the schema `rsched_dev`, or private ones

@@ -145,7 +145,7 @@ def test_dev_demo_seeds_its_jobs_by_name_once(cli: Cli) -> None:
     from rsched.settings import Settings
 
     s = Settings.from_env(cli.env)
-    assert asyncio.run(seed_demo(s)) == ["demo-every-second", "demo-dead-letter"]
+    assert asyncio.run(seed_demo(s)) == ["demo-every-second", "demo-dead-letter", "demo-http"]
     first = cli.client(lambda c: c.named_jobs("default"))
     asyncio.run(seed_demo(s))  # a restart of `rsched dev --demo` adds no second copy
     again = cli.client(lambda c: c.named_jobs("default"))
@@ -154,3 +154,6 @@ def test_dev_demo_seeds_its_jobs_by_name_once(cli: Cli) -> None:
     every, dead = again["demo-every-second"], again["demo-dead-letter"]
     assert every.spec.task == "examples.hello" and every.trigger.schedule == Every(every_ms=1000)
     assert dead.spec.task == "examples.fail" and dead.spec.retry.max_attempts == 2
+    http = again["demo-http"]
+    assert http.spec.http is not None and http.spec.http.url.endswith("/healthz")
+    assert http.trigger.schedule == Cron(expr="*/10 * * * * *")
