@@ -159,18 +159,20 @@ async def test_live_worker_extends_lease_so_long_run_is_not_reclaimed(make_engin
 
     @reg.task(name="long")
     async def long() -> str:
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(2.4)
         return "done"
 
     c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
-    w = system.worker(engine, clock, reg, lease_s=0.4, heartbeat_s=0.1, block_s=0.05,
+    # a 1 s lease (extended every third of it): a loop stalled 0.6 s by a busy machine
+    # must not look like a dead worker
+    w = system.worker(engine, clock, reg, lease_s=1.0, heartbeat_s=0.1, block_s=0.05,
                       reclaim_every_s=3600)
-    thief = system.worker(engine, clock, reg, lease_s=0.4, heartbeat_s=0.1)
+    thief = system.worker(engine, clock, reg, lease_s=1.0, heartbeat_s=0.1)
     loop_task = asyncio.create_task(w.run())
     job = await c.schedule(JobDef(task="long", timeout_s=10))
     await s.tick()
     stolen = 0
-    for _ in range(10):  # for 1 s, well past the 0.4 s lease, try to reclaim every 0.1 s
+    for _ in range(20):  # for 2 s, well past the 1 s lease, try to reclaim every 0.1 s
         await asyncio.sleep(0.1)
         stolen += await thief.reclaim()
     for _ in range(100):
