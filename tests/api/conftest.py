@@ -67,16 +67,23 @@ async def api(make_api: Callable[..., Any]) -> Api:
     return made
 
 
-async def all_run_pages(c: Any, job_id: str, limit: int = 2) -> tuple[list[Any], list[str]]:
-    """Every run of a job through GET /jobs/{id}/runs, page by page: (runs, cursors)."""
+async def all_pages(c: Any, path: str, query: str = "", limit: int = 2
+                    ) -> tuple[list[Any], list[str]]:
+    """Every item of a cursor-paged listing, page by page: (items, cursors)."""
     seen: list[Any] = []
     cursors: list[str] = []
     cursor = None
     while True:
-        q = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
-        page = (await c.get(f"/api/v1/jobs/{job_id}/runs{q}")).json()
+        q = f"?limit={limit}" + (f"&{query}" if query else "") + (
+            f"&cursor={cursor}" if cursor else "")
+        page = (await c.get(f"{path}{q}")).json()
         seen += page["items"]
         cursor = page["next_cursor"]
         if cursor is None:
             return seen, cursors
         cursors.append(cursor)
+
+
+async def all_run_pages(c: Any, job_id: str, limit: int = 2) -> tuple[list[Any], list[str]]:
+    """Every run of a job through GET /jobs/{id}/runs, page by page: (runs, cursors)."""
+    return await all_pages(c, f"/api/v1/jobs/{job_id}/runs", limit=limit)

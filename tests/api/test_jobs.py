@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.conftest import Api
+from tests.api.conftest import Api, all_pages
 
 CRON = {"type": "cron", "expr": "*/5 * * * *", "tz": "Europe/Paris"}
 
@@ -47,15 +47,7 @@ async def test_names_are_unique_per_tenant_until_cancelled(api: Api) -> None:
 
 
 async def list_all(c: Any, query: str, limit: int = 3) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = f"?limit={limit}&{query}" + (f"&cursor={cursor}" if cursor else "")
-        page = (await c.get(f"/api/v1/jobs{params}")).json()
-        out += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return out
+    return (await all_pages(c, "/api/v1/jobs", query, limit))[0]
 
 
 async def test_list_filters_and_cursor_pagination(api: Api) -> None:

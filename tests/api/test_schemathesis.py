@@ -21,7 +21,6 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.skipif(not ST.exists(), reason="schemathesis is not installed (dev extras)")
 async def test_openapi_document_holds_under_schemathesis(redis_url: str, prefix: str,
                                                          tmp_path: Any) -> None:
     env = {**os.environ, "RSCHED_REDIS__URL": redis_url, "RSCHED_REDIS__PREFIX": prefix,
