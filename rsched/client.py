@@ -18,7 +18,7 @@ from rsched.claims import Claims
 from rsched.clock import Clock, SyncedClock
 from rsched.codec import encode
 from rsched.engine import Engine
-from rsched.engine.catalog import QueueFigures, index_member, member_job
+from rsched.engine.catalog import JobFields, QueueFigures, index_member, member_job
 from rsched.errors import Code, DuplicateJob, InvalidTransition, JobNotFound, ValidationError
 from rsched.limits import MAX_SPEC_BYTES, MAX_TIME_MS
 from rsched.models import (
@@ -51,8 +51,11 @@ DEAD_SCAN_MAX = 100_000  # dead letters one filtered listing examines at most
 KNOWN_TASKS_S = 5.0  # how long the registered task names are reused for the warning
 
 
-def _hook_blob(job: JobDef) -> bytes | None:
-    return None if job.webhook is None else msgspec.json.encode(job.webhook)
+def _fields(job_id: str, job: JobDef, *, unique_key: bool = True) -> JobFields:
+    """The job hash's fields beside the definition (an update keeps its unique key)."""
+    hook = None if job.webhook is None else msgspec.json.encode(job.webhook)
+    return JobFields(job_id, job.name, job.labels, job.unique_key if unique_key else None,
+                     hook)
 
 
 class Client:
@@ -157,10 +160,8 @@ class Client:
             if job.unique_key:
                 await self.engine.catalog.claim_unique(job.tenant, job.unique_key, claim, None)
             raise
-        if job.name or job.labels:
-            await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
-        if job.unique_key or job.webhook:
-            await self.engine.catalog.set_extras([(job_id, job.unique_key, _hook_blob(job))])
+        if later:
+            await self.engine.catalog.set_fields([_fields(job_id, job)])
         return job_id, created
 
     async def _create_indexed(self, job: JobDef, job_id: str, now: int, read_back: bool
@@ -205,12 +206,9 @@ class Client:
         except BaseException:
             self.engine.catalog.index_failed({(j.tenant, j.queue) for j in jobs})
             raise
-        await self.engine.catalog.set_meta([
-            (i, j.name, j.labels) for i, j, c in zip(ids, jobs, codes, strict=True)
-            if c > 0 and (j.name or j.labels)])
-        await self.engine.catalog.set_extras([
-            (i, None, _hook_blob(j)) for i, j, c in zip(ids, jobs, codes, strict=True)
-            if c > 0 and j.webhook])
+        await self.engine.catalog.set_fields([
+            _fields(i, j) for i, j, c in zip(ids, jobs, codes, strict=True)
+            if c > 0 and (j.name or j.labels or j.webhook)])
         dup = [job_id for job_id, code in zip(ids, codes, strict=True) if code == Code.DUPLICATE]
         if dup:
             raise DuplicateJob(f"schedule_many: {len(dup)} of {len(ids)} job ids already exist "
@@ -239,8 +237,7 @@ class Client:
             if job.name and job.name != current.name:
                 await self.engine.catalog.claim_name(job.tenant, job.name, job_id, None)
             raise
-        await self.engine.catalog.set_meta([(job_id, job.name, job.labels)])
-        await self.engine.catalog.set_extras([(job_id, None, _hook_blob(job))])
+        await self.engine.catalog.set_fields([_fields(job_id, job, unique_key=False)])
         if current.name and current.name != job.name:
             await self.engine.catalog.claim_name(current.tenant, current.name, job_id, None)
         return ver

@@ -9,7 +9,7 @@ tenant of every job, run and dead letter it hands out) or validate job definitio
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis.exceptions import ResponseError
@@ -39,6 +39,16 @@ def index_member(created_ms: int, job_id: str) -> str:
 def member_job(member: str) -> str:
     return member.partition(":")[2]
 
+
+
+class JobFields(NamedTuple):
+    """What a job hash holds besides its definition (Catalog.set_fields)."""
+
+    job_id: str
+    name: str | None
+    labels: dict[str, str]
+    unique_key: str | None
+    hook: bytes | None  # the webhook as a JSON blob
 
 
 class Catalog(Part):
@@ -86,32 +96,24 @@ class Catalog(Part):
         if members:
             await self.redis.zrem(self.core.tenant_keys(tenant).jobs, *members)
 
-    async def set_meta(self, jobs: Sequence[tuple[str, str | None, dict[str, str]]]) -> None:
-        """(job id, name, labels) into each job hash, so they expire with it."""
+    async def set_fields(self, jobs: Sequence[JobFields]) -> None:
+        """Name, labels, unique key and webhook into each job hash (so they expire with
+        it), all jobs in one round trip: a name or webhook given as None is removed, a
+        unique key only written when given (it is fixed at creation)."""
         if not jobs:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for job_id, name, labels in jobs:
-            key = self.core.keys_for(job_id).job(job_id)
-            if name:
-                pipe.hset(key, "name", name)
+        for f in jobs:
+            key = self.core.keys_for(f.job_id).job(f.job_id)
+            if f.name:
+                pipe.hset(key, "name", f.name)
             else:
                 pipe.hdel(key, "name")
-            pipe.hset(key, "labels", _json.encode(labels))
-        await pipe.execute()
-
-    async def set_extras(self, jobs: Sequence[tuple[str, str | None, bytes | None]]) -> None:
-        """(job id, unique key, webhook JSON blob or None) into each job hash: a key is
-        written when given (it is fixed at creation), a webhook set or removed."""
-        if not jobs:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id, unique_key, hook in jobs:
-            key = self.core.keys_for(job_id).job(job_id)
-            if unique_key:
-                pipe.hset(key, "ukey", unique_key)
-            if hook:
-                pipe.hset(key, "hook", hook)
+            pipe.hset(key, "labels", _json.encode(f.labels))
+            if f.unique_key:
+                pipe.hset(key, "ukey", f.unique_key)
+            if f.hook:
+                pipe.hset(key, "hook", f.hook)
             else:
                 pipe.hdel(key, "hook")
         await pipe.execute()
