@@ -18,7 +18,6 @@ from api.http import ApiState, Principal, endpoint, json, query_int, state
 from api.problems import ApiError, not_found
 from api.routes.jobs import BASE
 from api.schemas import DeadPage, Health, Purged, QueueList, QueueOut, Retried, StatusOut, dead_out
-from rsched.errors import InvalidTransition, JobNotFound
 from rsched.models import DeadLetter, Role
 from rsched.names import JOB_ID
 
@@ -79,16 +78,8 @@ async def _owned_dead(request: Request, who: Principal) -> DeadLetter:
 
 async def _retry(st: ApiState, letters: list[DeadLetter]) -> Retried:
     """Each dead letter becomes a fresh run of its job (attempts from 1), then leaves."""
-    run_ids: list[str] = []
-    done: list[DeadLetter] = []
-    for d in letters:
-        try:
-            run_ids.append(await st.client.run_now(d.job_id))
-        except (InvalidTransition, JobNotFound):
-            continue
-        done.append(d)
-    await st.engine.catalog.delete_dead(done)
-    return Retried(retried=len(done), run_ids=run_ids, skipped=len(letters) - len(done))
+    run_ids, skipped = await st.client.retry_dead(letters)
+    return Retried(retried=len(letters) - skipped, run_ids=run_ids, skipped=skipped)
 
 
 @endpoint(Role.WRITE)
@@ -101,7 +92,7 @@ async def retry_dead(request: Request, who: Principal) -> Response:
 
 @endpoint(Role.WRITE)
 async def delete_dead(request: Request, who: Principal) -> Response:
-    await state(request).engine.catalog.delete_dead([await _owned_dead(request, who)])
+    await state(request).client.purge_dead([await _owned_dead(request, who)])
     return Response(status_code=204)
 
 
@@ -116,7 +107,7 @@ async def retry_all_dead(request: Request, who: Principal) -> Response:
 async def purge_dead(request: Request, who: Principal) -> Response:
     st = state(request)
     letters, _ = await _tenant_dead(st, who.tenant, "", BULK_MAX)
-    return json(Purged(purged=await st.engine.catalog.delete_dead(letters)))
+    return json(Purged(purged=await st.client.purge_dead(letters)))
 
 
 @endpoint(Role.READ)
