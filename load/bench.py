@@ -3,6 +3,7 @@
     python -m load.bench --scenario spread --jobs 60000 --rate 1000 --workers 1
     python -m load.bench --scenario burst --jobs 100000 --workers 2
     python -m load.bench --scenario recurring --jobs 10000 --every-ms 1000 --duration-s 60
+    python -m load.bench --scenario recurring --jobs 10000 --cron '*/1 * * * * *' --tz Europe/Berlin
     python -m load.bench --scenario spread --jobs 20000 --rate 1000 --preload 1000000
 
 (also ``rsched bench ...``). Starts a private redis-server, runs ``rsched scheduler`` and
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from load.collect import judge, lags, read_events, span_ms, start_gaps, worst_lag_windows
+from load.collect import from_slot, judge, lags, read_events, span_ms, start_gaps, worst_lag_windows
 from load.procs import REPO, Roles, cpu_ns_s, cpu_s, machine_cpu_s
 from load.report import HEADER, by_role, command_costs, cores, cpu_phases, machine, markdown_row
 from load.servers import TASKS, task_env
@@ -35,8 +36,9 @@ from rsched.client import Client
 from rsched.devservers import RedisServer
 from rsched.engine import Engine
 from rsched.engine.keys import WORKER_GROUP
-from rsched.models import At, Every, JobDef, Misfire
+from rsched.models import At, Cron, Every, JobDef, Misfire, Schedule
 from rsched.settings import Settings
+from rsched.timing import first_fire, next_fire
 
 QUEUE = "bench"
 RESULTS = REPO / "load" / "results"
@@ -63,20 +65,40 @@ def plan_oneshot(n: int, rate: float | None, t0: int, task: str = "bench.noop") 
 
 
 def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase: bool,
-                   task: str = "bench.noop") -> Plan:
+                   task: str = "bench.noop", cron: str = "", tz: str = "UTC") -> Plan:
     """k interval jobs over [t0, t0 + duration); phases spread over one interval unless
-    same_phase (then all k fire together every interval)."""
+    same_phase (then all k fire together every interval). With ``cron``, k jobs on that
+    cron expression in zone ``tz`` instead (they share its slots), ending at the same
+    instant."""
     end = t0 + int(duration_s * 1000) - 1
     jobs, expected = [], set()
+    shared = Cron(expr=cron, tz=tz, end_ms=end) if cron else None
+    shared_slots = _cron_slots(shared, t0, end) if shared else []
     for i in range(k):
-        start = t0 if same_phase else t0 + (i * every_ms) // k
         job_id = f"e{i:07d}"
+        sched: Schedule
+        if shared:
+            sched, slots = shared, shared_slots
+        else:
+            start = t0 if same_phase else t0 + (i * every_ms) // k
+            sched = Every(every_ms=every_ms, start_ms=start, end_ms=end)
+            slots = list(range(start, end + 1, every_ms))
         # catch_up: a slot that falls a period behind still runs (fire_once would fold
         # it into the next one), so every planned slot is expected exactly once.
         jobs.append(JobDef(id=job_id, task=task, queue=QUEUE, misfire=Misfire.CATCH_UP,
-                           schedule=Every(every_ms=every_ms, start_ms=start, end_ms=end)))
-        expected.update((job_id, s) for s in range(start, end + 1, every_ms))
-    return Plan(jobs, expected, t0, end)
+                           schedule=sched))
+        expected.update((job_id, s) for s in slots)
+    first = min((s for _, s in expected), default=t0)
+    return Plan(jobs, expected, first, end)
+
+
+def _cron_slots(sched: Cron, t0: int, end: int) -> list[int]:
+    """The slots a cron job created before t0 fires in [t0, end]."""
+    out, nxt = [], first_fire(sched, t0)
+    while nxt is not None and nxt <= end:
+        out.append(nxt)
+        nxt = next_fire(sched, nxt)
+    return out
 
 
 def role_settings(a: argparse.Namespace, url: str) -> dict[str, Any]:
@@ -193,7 +215,7 @@ async def preload(client: Client, n: int) -> dict[str, Any]:
 def plan_for(a: argparse.Namespace, now: int) -> Plan:
     if a.scenario == "recurring":
         return plan_recurring(a.jobs, a.every_ms, a.duration_s, now + int(a.lead_s * 1000),
-                              a.same_phase, TASKS[a.task])
+                              a.same_phase, TASKS[a.task], a.cron, a.tz)
     lead = a.lead_s if a.lead_s is not None else 2 + a.jobs / 8_000
     return plan_oneshot(a.jobs, a.rate if a.scenario == "spread" else None,
                         now + int(lead * 1000), TASKS[a.task])
@@ -254,7 +276,11 @@ async def _measure(a: argparse.Namespace, url: str, redis_pid: int, httpd_pid: i
     finally:
         roles.stop()
         await client.close()
+    early = 0
+    if a.cron:  # runs of slots before the plan's first: fired while the jobs were created
+        facts, early = from_slot(facts, plan.first_ms)
     counts = judge(facts, plan.expected)
+    counts["before_window_dropped"] = early
     first, last_end = span_ms(facts)
     done = counts["completed"]
     window_s = max(0.001, (last_end - first) / 1000)
@@ -275,6 +301,7 @@ async def _measure(a: argparse.Namespace, url: str, redis_pid: int, httpd_pid: i
         "scenario": a.scenario, "label": a.label, "finished": finished,
         "params": {"jobs": a.jobs, "rate": a.rate, "every_ms": a.every_ms,
                    "duration_s": a.duration_s, "same_phase": a.same_phase, "task": a.task,
+                   "cron": a.cron, "tz": a.tz,
                    "task_max_connections": a.task_max_connections,
                    "schedulers": a.schedulers, "workers": a.workers, "shards": a.shards,
                    "concurrency": a.concurrency or "default", "preload": a.preload,
@@ -321,6 +348,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--duration-s", type=float, default=60.0, help="recurring: how long")
     ap.add_argument("--same-phase", action="store_true",
                     help="recurring: all jobs share each slot instead of spreading over it")
+    ap.add_argument("--cron", default="", metavar="EXPR",
+                    help="recurring: every job on this cron (e.g. '*/1 * * * * *') instead of"
+                    " --every-ms; the jobs share its slots")
+    ap.add_argument("--tz", default="UTC", help="recurring --cron: the cron's time zone")
     ap.add_argument("--schedulers", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--shards", type=int, default=16)

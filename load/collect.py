@@ -70,6 +70,17 @@ class Facts:
             run.task_us = int(res) if res.isdigit() else 0
 
 
+def from_slot(facts: Facts, first_ms: int) -> tuple[Facts, int]:
+    """Only the runs of slots at or after first_ms, and how many runs were left out (cron
+    jobs have no start: they fire from creation on, before the measured window)."""
+    keep = Facts(skips=facts.skips, events=facts.events)
+    for key, ids in facts.by_slot.items():
+        if key[1] >= first_ms:
+            keep.by_slot[key] = ids
+            keep.runs.update((r, facts.runs[r]) for r in ids)
+    return keep, len(facts.runs) - len(keep.runs)
+
+
 async def read_events(redis: Any, keys: Iterable[ShardKeys], since_id: str,
                       chunk: int = 20_000) -> Facts:
     """Every event from ``since_id`` on, streamed chunk by chunk (bounded memory)."""
