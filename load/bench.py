@@ -71,7 +71,8 @@ def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase
     cron expression in zone ``tz`` instead (they share its slots), ending at the same
     instant."""
     end = t0 + int(duration_s * 1000) - 1
-    jobs, expected = [], set()
+    jobs: list[JobDef] = []
+    expected: set[tuple[str, int]] = set()
     shared = Cron(expr=cron, tz=tz, end_ms=end) if cron else None
     shared_slots = _cron_slots(shared, t0, end) if shared else []
     for i in range(k):

@@ -6,6 +6,8 @@ reports the worst and mean cost of one call, in CPU time of the calling thread (
 on a shared host mostly measures preemption). One-time costs are reported apart, as
 ``cold``: the first call for a cron expression parses it (cached per expression and zone),
 the first call in a zone and year finds that year's offset changes (cached too).
+``shared`` walks the same fires again: what every further job on the same cron and zone
+pays for a slot already computed (the next-fire memo, timing.NEXT_MEMO_SIZE entries).
 
     python -m load.timing_bench --years 2025 2026 --window-h 3
 """
@@ -16,8 +18,10 @@ import argparse
 import time
 from zoneinfo import ZoneInfo
 
+from rsched import crontime
+from rsched.crontime import year_transitions as _year_transitions
 from rsched.models import Cron
-from rsched.timing import _year_transitions, next_fire
+from rsched.timing import _cron_next_memo, next_fire
 
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago",
          "Pacific/Chatham", "Antarctica/Troll"]
@@ -29,6 +33,9 @@ def cold_us(zone: str, year: int) -> tuple[float, float]:
     """CPU µs of a first call in a zone and year, and of a first call of a new cron."""
     start = _transitions(zone, year)[0] - 3_600_000
     _year_transitions.cache_clear()
+    crontime._table.cache_clear()
+    crontime._TABLES.clear()
+    _cron_next_memo.cache_clear()
     t0 = time.thread_time_ns()
     next_fire(Cron(expr="0 * * * *", tz=zone), start)
     t1 = time.thread_time_ns()
@@ -59,16 +66,20 @@ def main() -> None:
     window = int(args.window_h * 3_600_000)
     print(f"{'zone':22} {'cron':16} {'calls':>7} {'worst µs':>9} {'mean µs':>8}  (CPU)")
     worst_all, total, calls = 0.0, 0.0, 0
+    shared: list[float] = []
     for zone in ZONES:
         for expr in EXPRS:
             sched = Cron(expr=expr, tz=zone)
             next_fire(sched, 0)  # parse once, as the scheduler does
-            costs = [c for y in args.years for t in _transitions(zone, y)
-                     for c in walk(sched, t - window, t + window)]
+            spans = [(t - window, t + window) for y in args.years for t in _transitions(zone, y)]
+            costs = [c for lo, hi in spans for c in walk(sched, lo, hi)]
+            shared += [c for lo, hi in spans for c in walk(sched, lo, hi)]
             worst_all, total, calls = max(worst_all, *costs), total + sum(costs), calls + len(costs)
             print(f"{zone:22} {expr:16} {len(costs):7} {max(costs):9.0f} "
                   f"{sum(costs) / len(costs):8.1f}")
     print(f"all: {calls} calls, worst {worst_all:.0f} µs, mean {total / calls:.1f} µs")
+    print(f"shared (the same fires again): worst {max(shared):.0f} µs, "
+          f"mean {sum(shared) / len(shared):.2f} µs")
     colds = [cold_us(zone, y) for zone in ZONES for y in args.years]
     for i, what in enumerate(("first call in a zone and year", "first call of a new cron")):
         got = [c[i] for c in colds]

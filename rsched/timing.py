@@ -14,15 +14,27 @@ day of week are ANDed when either starts with ``*``, ORed when both are restrict
 from __future__ import annotations
 
 import hashlib
-from copy import copy
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from croniter import CroniterBadDateError, croniter
+from croniter import croniter
 
+from rsched.crontime import (
+    DAY_MS,
+    NAIVE_EPOCH,
+    TimeSets,
+    ZoneTable,
+    match_after,
+    offset_ms,
+    time_sets,
+    year_of,
+    year_transitions,
+    zone_table,
+)
 from rsched.errors import ValidationError
 from rsched.limits import MAX_TIME_MS, check_count, check_cron_steps
 from rsched.models import At, Cron, Every, Immediate, Misfire, Schedule, Trigger
@@ -31,10 +43,9 @@ from rsched.models import At, Cron, Every, Immediate, Misfire, Schedule, Trigger
 MAX_AT_PAST_MS = 3_600_000
 # A cron's next fire may be this far out (Feb 29 on a given weekday: 40 years at most).
 _NEAR_YEAR_10000_MS = 50 * 366 * 86_400_000
-_DAY_MS = 86_400_000
-_SAMPLE_MS = 3 * _DAY_MS
-_ONE_MS = timedelta(milliseconds=1)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
+# Cron next fires remembered, per (expression, zone, after): jobs that share a cron share
+# its slots, so each slot is computed once for all of them and for every tick.
+NEXT_MEMO_SIZE = 16_384
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class CronRule:
     zone: ZoneInfo
     wall_clock: bool
     iter: croniter = field(compare=False)  # parsed once; copied per use (thread-safe)
+    sets: TimeSets | None = field(compare=False)  # its time fields, for the fast matcher
 
 
 @lru_cache(maxsize=4096)
@@ -62,8 +74,8 @@ def parse_cron(expr: str, tz: str) -> CronRule:
     wall = not any(f.startswith("*") for f in fields[:3])
     # implement_cron_bug: day-of-month and day-of-week are ANDed when either starts with
     # `*` and ORed when both are restricted, as in Vixie cron (docs/decisions.md).
-    it = croniter(norm, _NAIVE_EPOCH, second_at_beginning=True, implement_cron_bug=True)
-    return CronRule(norm, zone, wall, it)
+    it = croniter(norm, NAIVE_EPOCH, second_at_beginning=True, implement_cron_bug=True)
+    return CronRule(norm, zone, wall, it, time_sets(it))
 
 
 def validate_schedule(schedule: Schedule, now_ms: int) -> None:
@@ -119,7 +131,7 @@ def next_fire(schedule: Schedule, after_ms: int) -> int | None:
         case Every():
             return _every_after(schedule, after_ms)
         case Cron(expr=expr, tz=tz, end_ms=end):
-            nxt = _cron_next(parse_cron(expr, tz), after_ms)
+            nxt = _cron_next_memo(expr, tz, after_ms)
             return None if nxt is None or (end is not None and nxt > end) else nxt
     raise ValidationError(f"unknown schedule {schedule!r}")
 
@@ -168,6 +180,42 @@ def decide(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
     if trigger.misfire is Misfire.FIRE_ONCE and _due_within(sched, slot_ms, now_ms, grace_ms):
         return FireDecision(True, nxt, due - 1)
     return FireDecision(False, nxt, due)
+
+
+class DecisionMemo:
+    """``decide`` answers shared across ticks and jobs, keyed by (trigger blob, slot).
+
+    An on-time answer depends on now only through "still on time", so it is reused while
+    now is at most the slot plus its grace and before the next slot; any other answer only
+    at the same now. Bounded: past ``size`` entries the oldest goes."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        # key -> (decision, earliest now, latest now it holds for)
+        self._memo: dict[tuple[bytes, str], tuple[FireDecision, int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def get(self, key: tuple[bytes, str], now_ms: int) -> FireDecision | None:
+        hit = self._memo.get(key)
+        if hit is None or not hit[1] <= now_ms <= hit[2]:
+            return None
+        return hit[0]
+
+    def put(self, key: tuple[bytes, str], trigger: Trigger, slot_ms: int, now_ms: int,
+            d: FireDecision) -> None:
+        """Remember ``d = decide(trigger, slot_ms, now_ms)``."""
+        lo = hi = now_ms
+        if d.fire and not d.skipped and now_ms - slot_ms <= trigger.grace_s * 1000 and (
+                d.next_ms is None or d.next_ms > now_ms):  # decide's on-time answer
+            lo = -(1 << 62)
+            hi = slot_ms + int(trigger.grace_s * 1000)
+            if d.next_ms is not None:
+                hi = min(hi, d.next_ms - 1)
+        if key not in self._memo and len(self._memo) >= self.size:
+            del self._memo[next(iter(self._memo))]
+        self._memo[key] = (d, lo, hi)
 
 
 def jitter_offset_ms(job_id: str, slot_ms: int, jitter_ms: int) -> int:
@@ -244,97 +292,71 @@ def _every_after(sched: Every, after_ms: int) -> int | None:
     return None if sched.end_ms is not None and nxt > sched.end_ms else nxt
 
 
-def _cron_next(rule: CronRule, after_ms: int) -> int | None:
+@lru_cache(maxsize=NEXT_MEMO_SIZE)
+def _cron_next_memo(expr: str, tz: str, after_ms: int) -> int | None:
+    return _cron_next(parse_cron(expr, tz), after_ms)
+
+
+def _cron_next(rule: CronRule, after_ms: int, fast: bool = True) -> int | None:
     """Smallest fire instant > after_ms, walking the zone's constant-offset segments.
 
     Within a segment local time is UTC plus one offset, so one croniter call finds the
     segment's first match; a match past the segment's end moves the walk to the next
     segment (at most a few per call). Wall-clock crons take a segment's local times from
     where the previous segment's local time ended: matches in a skipped hour fire at the
-    jump, matches already passed in a repeated hour do not fire again."""
-    off = _offset_ms(rule.zone, after_ms)
-    seg = _transition_within_day(rule.zone, after_ms)  # (start, offset before) or None
+    jump, matches already passed in a repeated hour do not fire again.
+
+    ``fast=False`` takes the reference path (croniter and datetime walks only, no tables
+    or time sets): the tests hold the fast path to it."""
+    table = zone_table(rule.zone, after_ms) if fast else None
+    sets = rule.sets if fast else None
+    off = table.offset(after_ms) if table else offset_ms(rule.zone, after_ms)
+    seg = _transition_within_day(rule.zone, table, after_ms)  # (start, offset before)
     lo = after_ms + off  # local ms, exclusive
     if seg is not None and rule.wall_clock:
         lo = max(lo, seg[0] + seg[1] - 1)
-    match, searched, pos = _match_after(rule, lo), lo, after_ms
+    match, searched, pos = match_after(rule.iter, sets, lo), lo, after_ms
     while match is not None:
-        nxt = _next_transition(rule.zone, pos, match - off)
+        nxt = _next_transition(rule.zone, table, pos, match - off)
         if nxt is None:
             return match - off if seg is None else max(seg[0], match - off)
         seg, off, pos = (nxt[0], off), nxt[1], nxt[0]
         lo = pos + (seg[1] if rule.wall_clock else off) - 1
         if not searched <= lo < match:
-            match, searched = _match_after(rule, lo), lo
+            match, searched = match_after(rule.iter, sets, lo), lo
     return None
 
 
-def _match_after(rule: CronRule, local_ms: int) -> int | None:
-    """The first local wall time (naive, as ms) > local_ms that the cron matches."""
-    try:
-        got: datetime = copy(rule.iter).get_next(datetime, _NAIVE_EPOCH + timedelta(
-            milliseconds=local_ms))
-    except CroniterBadDateError:
+def _transition_within_day(zone: ZoneInfo, table: ZoneTable | None,
+                           at_ms: int) -> tuple[int, int] | None:
+    """The last offset change in (at_ms - 1 day, at_ms]: (instant ms, offset before).
+    ``table`` (if any) covers at_ms and the day before it."""
+    if table is not None:
+        i = bisect_right(table.at, at_ms)
+        if i and table.at[i - 1] > at_ms - DAY_MS:
+            return table.at[i - 1], table.before[i - 1]
         return None
-    return (got - _NAIVE_EPOCH) // _ONE_MS
-
-
-def _offset_ms(zone: ZoneInfo, at_ms: int) -> int:
-    off = datetime.fromtimestamp(at_ms / 1000, zone).utcoffset()
-    return (off or timedelta()) // _ONE_MS
-
-
-def _transition_within_day(zone: ZoneInfo, at_ms: int) -> tuple[int, int] | None:
-    """The last offset change in (at_ms - 1 day, at_ms]: (instant ms, offset before)."""
-    for year in sorted({_year(at_ms - _DAY_MS), _year(at_ms)}, reverse=True):
-        for when, before, _ in reversed(_year_transitions(zone, year)):
-            if at_ms - _DAY_MS < when <= at_ms:
+    for year in sorted({year_of(at_ms - DAY_MS), year_of(at_ms)}, reverse=True):
+        for when, before, _ in reversed(year_transitions(zone, year)):
+            if at_ms - DAY_MS < when <= at_ms:
                 return when, before
     return None
 
 
-def _next_transition(zone: ZoneInfo, after_ms: int, until_ms: int) -> tuple[int, int] | None:
+def _next_transition(zone: ZoneInfo, table: ZoneTable | None, after_ms: int,
+                     until_ms: int) -> tuple[int, int] | None:
     """The first offset change in (after_ms, until_ms]: (instant ms, offset after)."""
-    for year in range(_year(after_ms), _year(until_ms) + 1):
-        for when, _, after in _year_transitions(zone, year):
+    if table is not None and table.start_ms <= after_ms:
+        i = bisect_right(table.at, after_ms)
+        if i < len(table.at):
+            return (table.at[i], table.after[i]) if table.at[i] <= until_ms else None
+        if until_ms < table.end_ms:
+            return None
+    for year in range(year_of(after_ms), year_of(until_ms) + 1):
+        for when, _, after in year_transitions(zone, year):
             if after_ms < when <= until_ms:
                 return when, after
     return None
-
-
-@lru_cache(maxsize=4096)
-def _year_transitions(zone: ZoneInfo, year: int) -> tuple[tuple[int, int, int], ...]:
-    """Offset changes in the UTC year ``year`` (start exclusive, end inclusive), as
-    (instant ms, offset before, offset after). Since 1970 tzdata has no two changes less
-    than 6.9 days apart, so sampling every _SAMPLE_MS finds each; bisection then finds its
-    second."""
-    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1000
-    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()) * 1000
-    out: list[tuple[int, int, int]] = []
-    prev_at, prev_off = start, _offset_ms(zone, start)
-    while prev_at < end:
-        at = min(prev_at + _SAMPLE_MS, end)
-        off = _offset_ms(zone, at)
-        if off != prev_off:
-            out.append((_bisect_change(zone, prev_at, at, prev_off), prev_off, off))
-        prev_at, prev_off = at, off
-    return tuple(out)
-
-
-def _bisect_change(zone: ZoneInfo, lo_ms: int, hi_ms: int, lo_off: int) -> int:
-    """The first whole second in (lo_ms, hi_ms] whose offset is not lo_off."""
-    lo_s, hi_s = lo_ms // 1000, hi_ms // 1000
-    while hi_s - lo_s > 1:
-        mid = (lo_s + hi_s) // 2
-        if _offset_ms(zone, mid * 1000) == lo_off:
-            lo_s = mid
-        else:
-            hi_s = mid
-    return hi_s * 1000
-
-
-def _year(at_ms: int) -> int:
-    return (_NAIVE_EPOCH + timedelta(milliseconds=at_ms)).year
 
 
 def _iso(ms: int) -> str:

@@ -29,7 +29,7 @@ from rsched.engine import DueItem, Engine, Fire
 from rsched.errors import Code, SerializationError
 from rsched.models import Trigger
 from rsched.settings import SchedulerSettings
-from rsched.timing import FireDecision, decide, jitter_offset_ms
+from rsched.timing import DecisionMemo, decide, jitter_offset_ms
 
 log = logging.getLogger(__name__)
 # A due job whose trigger cannot be decoded is moved this far ahead (and logged each time).
@@ -56,6 +56,9 @@ class Scheduler:
         self._lease_ms = int(cfg.lease_s * 1000)
         self._leases_at = -(10**15)
         self._triggers: dict[bytes, Trigger] = {}
+        # Decisions per (trigger blob, slot), kept across ticks (bounded): jobs that share
+        # a schedule share each slot's decision and next fire, however drains split them.
+        self._decisions = DecisionMemo(16_384)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._sleep_until: int | None = None
@@ -96,7 +99,6 @@ class Scheduler:
         """Peek the shards, fire what is due, and peek again the shards that filled a
         batch: each round is one pipelined round trip (the fires, then the next peeks)."""
         owner = "" if self.static else self.owner
-        memo: dict[tuple[bytes, str], FireDecision] = {}
         fired = 0
         fires: dict[int, Sequence[Fire]] = {}
         while shards or fires:
@@ -113,7 +115,7 @@ class Scheduler:
                     _observe_fires(fires.get(shard, ()), now, int(code))
             fires, shards = {}, []
             for shard, (head, items) in peeks.items():
-                planned = [self._plan(i, now, memo) for i in items]
+                planned = [self._plan(i, now) for i in items]
                 nexts = [n for n in (head, *(f.next_ms for f in planned)) if n is not None]
                 self._heads[shard] = min(nexts, default=None)
                 if planned:
@@ -122,21 +124,22 @@ class Scheduler:
                     shards.append(shard)  # more may be due: peek again after this fire
         return fired
 
-    def _plan(self, item: DueItem, now: int,
-              memo: dict[tuple[bytes, str], FireDecision]) -> Fire:
+    def _plan(self, item: DueItem, now: int) -> Fire:
         if item.is_retry:  # a timed resume puts its job back due now: peek again
             return Fire(item.member, item.score, now if item.is_resume else None)
         if not item.sched:  # job hash gone: fire_due drops the orphaned due entry
             return Fire(item.member, item.score, None, fire=False)
         key = (item.sched, item.score)
-        d = memo.get(key)
+        d = self._decisions.get(key, now)
         if d is None:
             trigger = self._trigger(item)
             if trigger is None:  # park it a minute later so it cannot block the shard
                 return Fire(item.member, item.score, now + PARK_MS, fire=False)
             if trigger.jitter_ms:
                 return _jittered(item, trigger, now)
-            d = memo[key] = decide(trigger, int(float(item.score)), now)
+            slot = int(float(item.score))
+            d = decide(trigger, slot, now)
+            self._decisions.put(key, trigger, slot, now, d)
         return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped)
 
     def _trigger(self, item: DueItem) -> Trigger | None:
