@@ -37,7 +37,7 @@ _ZONES_KEPT = 1024
 # -- zone offsets -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ZoneTable:
-    """A zone's offset changes from Jan 1 of year-1 to Jan 1 of year+2 (UTC)."""
+    """A zone's offset changes in (start_ms, end_ms]: one UTC year (year_transitions)."""
 
     start_ms: int
     end_ms: int
@@ -55,12 +55,13 @@ _TABLES: dict[ZoneInfo, ZoneTable] = {}  # the last table used per zone
 
 
 def zone_table(zone: ZoneInfo, at_ms: int) -> ZoneTable | None:
-    """The table covering at_ms (None before 1901 or after 9997: callers walk datetimes)."""
+    """The table of the UTC year of at_ms (None outside 1901..9998: callers walk
+    datetimes). One year only, so a first call in a zone and year costs what it did."""
     t = _TABLES.get(zone)
-    if t is not None and t.start_ms + DAY_MS <= at_ms < t.end_ms:
+    if t is not None and t.start_ms <= at_ms < t.end_ms:
         return t
     year = year_of(at_ms)
-    if not 1902 <= year <= 9997:
+    if not 1900 < year < 9999:
         return None
     t = _table(zone, year)
     if len(_TABLES) >= _ZONES_KEPT:
@@ -71,9 +72,9 @@ def zone_table(zone: ZoneInfo, at_ms: int) -> ZoneTable | None:
 
 @lru_cache(maxsize=256)
 def _table(zone: ZoneInfo, year: int) -> ZoneTable:
-    changes = [c for y in (year - 1, year, year + 1) for c in year_transitions(zone, y)]
-    start = int(datetime(year - 1, 1, 1, tzinfo=UTC).timestamp()) * 1000
-    end = int(datetime(year + 2, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    changes = year_transitions(zone, year)
+    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()) * 1000
     return ZoneTable(start, end, tuple(c[0] for c in changes), tuple(c[1] for c in changes),
                      tuple(c[2] for c in changes), offset_ms(zone, start))
 

@@ -58,7 +58,7 @@ class Scheduler:
         self._triggers: dict[bytes, Trigger] = {}
         # Decisions per (trigger blob, slot), kept across ticks (bounded): jobs that share
         # a schedule share each slot's decision and next fire, however drains split them.
-        self._decisions = DecisionMemo(16_384)
+        self._decisions = DecisionMemo()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._sleep_until: int | None = None
