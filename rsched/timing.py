@@ -188,19 +188,21 @@ class DecisionMemo:
 
     An on-time answer depends on now only through "still on time", so it is reused while
     now is at most the slot plus its grace and before the next slot; any other answer only
-    at the same now. Bounded: past ``size`` entries the oldest goes (small, like
-    NEXT_MEMO_SIZE: a churning dict is rebuilt now and then, in time linear in its size)."""
+    at the same now. Bounded by two generations of ``size // 2`` entries: when the newer
+    fills up it becomes the older and the older is dropped (O(1) per entry; evicting the
+    oldest of one dict costs a scan of the deleted slots in front of it)."""
 
     def __init__(self, size: int = 4096) -> None:
-        self.size = size
+        self.half = max(1, size // 2)
         # key -> (decision, earliest now, latest now it holds for)
-        self._memo: dict[tuple[bytes, str], tuple[FireDecision, int, int]] = {}
+        self._new: dict[tuple[bytes, str], tuple[FireDecision, int, int]] = {}
+        self._old: dict[tuple[bytes, str], tuple[FireDecision, int, int]] = {}
 
     def __len__(self) -> int:
-        return len(self._memo)
+        return len(self._new) + len(self._old)
 
     def get(self, key: tuple[bytes, str], now_ms: int) -> FireDecision | None:
-        hit = self._memo.get(key)
+        hit = self._new.get(key) or self._old.get(key)
         if hit is None or not hit[1] <= now_ms <= hit[2]:
             return None
         return hit[0]
@@ -215,9 +217,9 @@ class DecisionMemo:
             hi = slot_ms + int(trigger.grace_s * 1000)
             if d.next_ms is not None:
                 hi = min(hi, d.next_ms - 1)
-        if key not in self._memo and len(self._memo) >= self.size:
-            del self._memo[next(iter(self._memo))]
-        self._memo[key] = (d, lo, hi)
+        if len(self._new) >= self.half:
+            self._old, self._new = self._new, {}
+        self._new[key] = (d, lo, hi)
 
 
 def jitter_offset_ms(job_id: str, slot_ms: int, jitter_ms: int) -> int:
