@@ -65,21 +65,25 @@ def plan_oneshot(n: int, rate: float | None, t0: int, task: str = "bench.noop") 
 
 
 def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase: bool,
-                   task: str = "bench.noop", cron: str = "", tz: str = "UTC") -> Plan:
+                   task: str = "bench.noop", cron: str = "", tz: str = "UTC",
+                   own_trigger: bool = False) -> Plan:
     """k interval jobs over [t0, t0 + duration); phases spread over one interval unless
     same_phase (then all k fire together every interval). With ``cron``, k jobs on that
     cron expression in zone ``tz`` instead (they share its slots), ending at the same
-    instant."""
+    instant, or (own_trigger) each at its own instant up to a second later: then no two
+    jobs' triggers are equal, as with jobs users made, and only the slots are shared."""
     end = t0 + int(duration_s * 1000) - 1
     jobs: list[JobDef] = []
     expected: set[tuple[str, int]] = set()
     shared = Cron(expr=cron, tz=tz, end_ms=end) if cron else None
-    shared_slots = _cron_slots(shared, t0, end) if shared else []
+    # the slots up to the latest end, computed once (planning must not eat the lead time)
+    shared_slots = _cron_slots(Cron(expr=cron, tz=tz), t0, end + 999) if cron else []
     for i in range(k):
         job_id = f"e{i:07d}"
         sched: Schedule
         if shared:
-            sched, slots = shared, shared_slots
+            sched = Cron(expr=cron, tz=tz, end_ms=end + i % 1000) if own_trigger else shared
+            slots = [s for s in shared_slots if s <= (sched.end_ms or end)]
         else:
             start = t0 if same_phase else t0 + (i * every_ms) // k
             sched = Every(every_ms=every_ms, start_ms=start, end_ms=end)
@@ -216,7 +220,7 @@ async def preload(client: Client, n: int) -> dict[str, Any]:
 def plan_for(a: argparse.Namespace, now: int) -> Plan:
     if a.scenario == "recurring":
         return plan_recurring(a.jobs, a.every_ms, a.duration_s, now + int(a.lead_s * 1000),
-                              a.same_phase, TASKS[a.task], a.cron, a.tz)
+                              a.same_phase, TASKS[a.task], a.cron, a.tz, a.own_trigger)
     lead = a.lead_s if a.lead_s is not None else 2 + a.jobs / 8_000
     return plan_oneshot(a.jobs, a.rate if a.scenario == "spread" else None,
                         now + int(lead * 1000), TASKS[a.task])
@@ -302,7 +306,7 @@ async def _measure(a: argparse.Namespace, url: str, redis_pid: int, httpd_pid: i
         "scenario": a.scenario, "label": a.label, "finished": finished,
         "params": {"jobs": a.jobs, "rate": a.rate, "every_ms": a.every_ms,
                    "duration_s": a.duration_s, "same_phase": a.same_phase, "task": a.task,
-                   "cron": a.cron, "tz": a.tz,
+                   "cron": a.cron, "tz": a.tz, "own_trigger": a.own_trigger,
                    "task_max_connections": a.task_max_connections,
                    "schedulers": a.schedulers, "workers": a.workers, "shards": a.shards,
                    "concurrency": a.concurrency or "default", "preload": a.preload,
@@ -353,6 +357,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="recurring: every job on this cron (e.g. '*/1 * * * * *') instead of"
                     " --every-ms; the jobs share its slots")
     ap.add_argument("--tz", default="UTC", help="recurring --cron: the cron's time zone")
+    ap.add_argument("--own-trigger", action="store_true",
+                    help="recurring --cron: each job ends at its own ms (no two triggers equal)")
     ap.add_argument("--schedulers", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--shards", type=int, default=16)

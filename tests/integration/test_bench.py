@@ -15,7 +15,7 @@ KEYS = {"scenario", "params", "create", "counts", "fire_lag_ms", "start_lag_ms",
         "cpu_phases", "queue_wait_ms", "start_gaps"}
 
 
-@pytest.mark.parametrize("scenario", ["spread", "recurring", "redis-task"])
+@pytest.mark.parametrize("scenario", ["spread", "recurring", "recurring-cron", "redis-task"])
 def test_bench_counts_every_run_once_and_writes_json(tmp_path: Path, scenario: str) -> None:
     args = ["--scenario", scenario, "--jobs", "200", "--rate", "400", "--schedulers", "1",
             "--workers", "1", "--shards", "4", "--lead-s", "1.5", "--out", str(tmp_path),
@@ -27,13 +27,21 @@ def test_bench_counts_every_run_once_and_writes_json(tmp_path: Path, scenario: s
     if scenario == "recurring":
         args[3] = "50"
         args += ["--every-ms", "500", "--duration-s", "2"]
+    if scenario == "recurring-cron":  # a per-second cron in a DST zone; triggers all differ
+        args[1], args[3] = "recurring", "50"
+        args += ["--cron", "*/1 * * * * *", "--tz", "Europe/Berlin", "--own-trigger",
+                 "--duration-s", "2"]
     result = bench.run(bench.parse(args))
 
     saved = json.loads(Path(result["saved_to"]).read_text())
     assert KEYS <= set(saved)
     counts = saved["counts"]
     assert saved["finished"]
-    assert counts["expected"] == (50 * 4 if scenario == "recurring" else 200)
+    if scenario == "recurring-cron":  # 2 whole seconds each, a third for a later end
+        assert 50 * 2 <= counts["expected"] <= 50 * 3
+        assert saved["params"]["cron"] == "*/1 * * * * *" and saved["params"]["own_trigger"]
+    else:
+        assert counts["expected"] == (50 * 4 if scenario == "recurring" else 200)
     assert counts["lost"] == counts["duplicated"] == counts["missed_slots"] == 0
     assert counts["unexpected"] == counts["executed_twice"] == 0
     assert counts["completed"] == counts["expected"]
