@@ -70,8 +70,9 @@ def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase
     """k interval jobs over [t0, t0 + duration); phases spread over one interval unless
     same_phase (then all k fire together every interval). With ``cron``, k jobs on that
     cron expression in zone ``tz`` instead (they share its slots), ending at the same
-    instant, or (own_trigger) each at its own instant up to a second later: then no two
-    jobs' triggers are equal, as with jobs users made, and only the slots are shared."""
+    instant, or (own_trigger) each with its own end (up to a second later) and grace (a
+    µs apart): then no two jobs' triggers are equal, as with jobs users made, and only
+    the slots are shared."""
     end = t0 + int(duration_s * 1000) - 1
     jobs: list[JobDef] = []
     expected: set[tuple[str, int]] = set()
@@ -90,8 +91,9 @@ def plan_recurring(k: int, every_ms: int, duration_s: float, t0: int, same_phase
             slots = list(range(start, end + 1, every_ms))
         # catch_up: a slot that falls a period behind still runs (fire_once would fold
         # it into the next one), so every planned slot is expected exactly once.
+        grace = 60.0 + i / 1e6 if own_trigger else 60.0
         jobs.append(JobDef(id=job_id, task=task, queue=QUEUE, misfire=Misfire.CATCH_UP,
-                           schedule=sched))
+                           schedule=sched, grace_s=grace))
         expected.update((job_id, s) for s in slots)
     first = min((s for _, s in expected), default=t0)
     return Plan(jobs, expected, first, end)
@@ -358,7 +360,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     " --every-ms; the jobs share its slots")
     ap.add_argument("--tz", default="UTC", help="recurring --cron: the cron's time zone")
     ap.add_argument("--own-trigger", action="store_true",
-                    help="recurring --cron: each job ends at its own ms (no two triggers equal)")
+                    help="recurring --cron: each job has its own end and grace (no two"
+                    " triggers equal)")
     ap.add_argument("--schedulers", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--shards", type=int, default=16)
