@@ -63,6 +63,9 @@ class Worker:
         self.inflight: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
         self._listening = asyncio.Event()  # set once subscribed to cancel signals
         self._room = asyncio.Event()  # set whenever an in-flight run ends
+        # Task bodies running at once, at most: a read spread over every stream can take
+        # a few more runs than there was room for (COUNT is per stream); those wait here.
+        self._slots = asyncio.Semaphore(cfg.concurrency)
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
         self._leases = RunLeases(cfg.lease_s, self._lose)
@@ -156,7 +159,8 @@ class Worker:
         began = time.monotonic()
         try:
             spec = self._spec(d.payload)
-            result = await self._caller.call(spec, d)
+            async with self._slots:
+                result = await self._caller.call(spec, d)
             self._outcomes.record(d, RunStatus.SUCCEEDED, codec.encode_result(result))
         except LeaseLapsed:
             log.warning("run %s attempt %d not started: its lease may have lapsed since it "
