@@ -159,6 +159,8 @@ QUEUE_ENTRY = Record("queue stream entry <queue_prefix><queue>", [
     F("att", "attempt", int, "attempt this delivery is for", "fire_due, run_now"),
     F("slot", "slot_ms", int, "the run's slot (epoch ms)", "fire_due, run_now"),
     F("spec", "spec", bytes, "the job's JobSpec blob at fire time", "fire_due, run_now"),
+    F("nb", "not_before_ms", int, "fired ahead of its due score: workers start it at this "
+      "time (absent: due when fired)", "fire_due"),
 ], legacy={"a": "attempt", "s": "slot_ms", "p": "spec"})
 
 EVENT = Record("events stream entry <tag>:events (archived to PostgreSQL)", [

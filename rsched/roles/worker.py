@@ -68,6 +68,8 @@ class Worker:
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
+        # runs fired ahead of their slot, in flight while they wait for it (_hold)
+        self._held: set[str] = set()
         self._leases = RunLeases(cfg.lease_s, self._lose)
         self._lost: set[RunKey] = set()  # runs cancelled because their lease may be gone
         self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix=TASK_THREADS)
@@ -112,6 +114,14 @@ class Worker:
             return 0
         self._leases.grant(runs, read_at)
         now = await self.clock.now_ms()
+        if any(d.not_before_ms > now for d in runs):
+            self._hold([d for d in runs if d.not_before_ms > now], now)
+            runs = [d for d in runs if d.not_before_ms <= now]
+        return await self._start_now(runs, now)
+
+    async def _start_now(self, runs: list[Delivery], now: int) -> int:
+        if not runs:
+            return 0
         admitted = await self._gate.admit(now, runs, self._leases.drop)  # queue-wide limits
         if admitted is not runs:  # a start is recorded after the slot it took was free
             runs, now = admitted, await self.clock.now_ms()
@@ -132,6 +142,43 @@ class Worker:
                 if code == Code.NOT_FOUND:
                     await self.engine.runs.ack_entry(d)
         return started
+
+    # -- runs fired ahead of their slot -------------------------------------------------
+    def _hold(self, runs: list[Delivery], now: int) -> None:
+        """Runs the scheduler fired ahead (its lookahead) wait for their not-before time
+        here, in flight (counted against concurrency, leases extended), and start then
+        together, the runs of one instant in one start_runs round trip."""
+        by_time: dict[int, list[Delivery]] = {}
+        for d in runs:
+            by_time.setdefault(d.not_before_ms, []).append(d)
+        for at_ms, group in by_time.items():
+            task = asyncio.create_task(self._start_at(at_ms, group))
+            for d in group:
+                self.inflight[d.run_id] = (d, task)
+                self._held.add(d.run_id)
+
+    async def _start_at(self, at_ms: int, runs: list[Delivery]) -> None:
+        try:
+            while (now := await self.clock.now_ms()) < at_ms:
+                await asyncio.sleep((at_ms - now) / 1000)
+            self._unhold(runs)
+            await self._start_now(runs, now)
+        except _REDIS_DOWN as exc:  # still pending: the reclaimer starts them later
+            log.warning("cannot start %d run(s) held for their slot (%s); left for the "
+                        "reclaimer", len(runs), exc)
+            for d in runs:
+                self._leases.drop(key(d))
+        finally:
+            self._unhold(runs)  # cancelled while held (lease lost, shutdown): not started
+            self._room.set()
+
+    def _unhold(self, runs: list[Delivery]) -> None:
+        for d in runs:
+            if d.run_id in self._held:
+                self._held.discard(d.run_id)
+                self._lost.discard(key(d))
+                if self.inflight.get(d.run_id, (None,))[0] is d:
+                    del self.inflight[d.run_id]
 
     def _spawn(self, d: Delivery) -> None:
         task = asyncio.create_task(self._execute(d))
@@ -279,9 +326,11 @@ class Worker:
 
     async def _extend(self) -> None:
         """Extend the leases of in-flight runs (fenced by attempt); lost ones are cancelled."""
+        # held runs are not started yet (still queued): their read lease outlasts the hold
+        started = [d for d, _ in self.inflight.values() if d.run_id not in self._held]
         await self._leases.extend(functools.partial(self.engine.runs.extend_runs, self.id),
-                                  [d for d, _ in self.inflight.values()], self._cancel)
-        await self._gate.renew(self.clock, [key(d) for d, _ in self.inflight.values()] + [
+                                  started, self._cancel)
+        await self._gate.renew(self.clock, [key(d) for d in started] + [
             *self._outcomes.pending()])
 
     # -- loop ---------------------------------------------------------------------------
@@ -334,7 +383,8 @@ class Worker:
         """Stop these runs' handlers; their outcome is recorded as cancelled."""
         for run_id in run_ids:
             entry = self.inflight.get(run_id)
-            if entry is not None and not entry[1].done():
+            # a held run is still queued: cancel_run ended it, start_runs will refuse it
+            if entry is not None and not entry[1].done() and run_id not in self._held:
                 self._cancelled.add(run_id)
                 entry[1].cancel()
 
@@ -378,7 +428,9 @@ class Worker:
         deadline = loop.time() + self.cfg.grace_s
         pending = set(tasks)
         while pending and (left := deadline - loop.time()) > 0:
-            _, pending = await asyncio.wait(pending, timeout=min(left, self.cfg.lease_s / 3))
+            await asyncio.wait(pending, timeout=min(left, self.cfg.lease_s / 3))
+            # runs held for their slot start meanwhile: wait for those too
+            pending = {t for _, t in self.inflight.values() if not t.done()}
             if pending and self.inflight:
                 try:
                     await self._extend()
