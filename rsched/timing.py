@@ -24,7 +24,14 @@ import msgspec
 from croniter import CroniterBadDateError, croniter
 
 from rsched.errors import ValidationError
-from rsched.limits import MAX_TIME_MS, check_count, check_cron_steps
+from rsched.limits import (
+    MAX_CRON_EXPR,
+    MAX_EVERY_MS,
+    MAX_TIME_MS,
+    MAX_TZ_NAME,
+    check_count,
+    check_cron_steps,
+)
 from rsched.models import At, Cron, Every, Immediate, Misfire, Schedule, Trigger
 
 # An `at` further in the past than this is rejected as a probable mistake.
@@ -66,13 +73,40 @@ def parse_cron(expr: str, tz: str) -> CronRule:
     return CronRule(norm, zone, wall, it)
 
 
+def _time_ok(ms: object, optional: bool = True) -> bool:
+    return (optional and ms is None) or (type(ms) is int and 0 <= ms <= MAX_TIME_MS)
+
+
+def _text_ok(text: object, most: int) -> bool:
+    return type(text) is str and 1 <= len(text) <= most
+
+
+def fields_ok(schedule: Schedule) -> bool:
+    """Whether a schedule's fields meet the constraints models.py declares, checked
+    directly (the common case: cheaper than a msgspec round trip). False only means
+    "not proven": the round trip then decides and words the error. A unit test holds
+    this to the declared constraints (test_timing.py)."""
+    match schedule:
+        case At(at_ms=at):
+            return _time_ok(at, optional=False)
+        case Every(every_ms=every, start_ms=start, end_ms=end):
+            return (type(every) is int and 1 <= every <= MAX_EVERY_MS and _time_ok(start)
+                    and _time_ok(end))
+        case Cron(expr=expr, tz=tz, end_ms=end):
+            return _text_ok(expr, MAX_CRON_EXPR) and _text_ok(tz, MAX_TZ_NAME) and _time_ok(end)
+        case Immediate():
+            return True
+    return False
+
+
 def validate_schedule(schedule: Schedule, now_ms: int) -> None:
     """Raise ValidationError with a precise message if the schedule cannot fire."""
-    try:  # Structs built in Python skip their constraints; a round trip applies them
-        msgspec.convert(msgspec.to_builtins(schedule), type(schedule))
-    except msgspec.ValidationError as exc:
-        raise ValidationError(f"invalid {type(schedule).__name__.lower()} schedule: {exc}") \
-            from exc
+    if not fields_ok(schedule):
+        try:  # Structs built in Python skip their constraints; a round trip applies them
+            msgspec.convert(msgspec.to_builtins(schedule), type(schedule))
+        except msgspec.ValidationError as exc:
+            raise ValidationError(f"invalid {type(schedule).__name__.lower()} schedule: "
+                                  f"{exc}") from exc
     match schedule:
         case At(at_ms=at):
             if at < now_ms - MAX_AT_PAST_MS:
