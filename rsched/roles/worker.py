@@ -32,6 +32,7 @@ from rsched.clock import Clock
 from rsched.engine import Delivery, Engine
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RunStatus
+from rsched.roles.held_runs import HeldRuns
 from rsched.roles.kinds import TaskKinds
 from rsched.roles.outcomes import Outcomes
 from rsched.roles.queue_gate import QueueGate
@@ -68,8 +69,6 @@ class Worker:
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
-        # runs fired ahead of their slot, in flight while they wait for it (_hold)
-        self._held: set[str] = set()
         self._leases = RunLeases(cfg.lease_s, self._lose)
         self._lost: set[RunKey] = set()  # runs cancelled because their lease may be gone
         self._pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix=TASK_THREADS)
@@ -84,6 +83,9 @@ class Worker:
         self._gate = QueueGate(engine, self.id, cfg.queues, refresh_s=cfg.queue_config_s,
                                lease_s=cfg.lease_s, retry_s=cfg.limit_retry_s)
         self._outcomes = Outcomes(engine, clock, self._gate, self._ttl_ms)
+        # runs fired ahead of their slot wait there, in flight, until it comes
+        self._held = HeldRuns(clock, self.inflight, self._start_now, self._not_started,
+                              self._room.set)
 
     async def start(self) -> None:
         await self.engine.runs.ensure_groups(self.cfg.queues)
@@ -115,7 +117,7 @@ class Worker:
         self._leases.grant(runs, read_at)
         now = await self.clock.now_ms()
         if any(d.not_before_ms > now for d in runs):
-            self._hold([d for d in runs if d.not_before_ms > now], now)
+            self._held.hold([d for d in runs if d.not_before_ms > now])
             runs = [d for d in runs if d.not_before_ms <= now]
         return await self._start_now(runs, now)
 
@@ -143,42 +145,9 @@ class Worker:
                     await self.engine.runs.ack_entry(d)
         return started
 
-    # -- runs fired ahead of their slot -------------------------------------------------
-    def _hold(self, runs: list[Delivery], now: int) -> None:
-        """Runs the scheduler fired ahead (its lookahead) wait for their not-before time
-        here, in flight (counted against concurrency, leases extended), and start then
-        together, the runs of one instant in one start_runs round trip."""
-        by_time: dict[int, list[Delivery]] = {}
-        for d in runs:
-            by_time.setdefault(d.not_before_ms, []).append(d)
-        for at_ms, group in by_time.items():
-            task = asyncio.create_task(self._start_at(at_ms, group))
-            for d in group:
-                self.inflight[d.run_id] = (d, task)
-                self._held.add(d.run_id)
-
-    async def _start_at(self, at_ms: int, runs: list[Delivery]) -> None:
-        try:
-            while (now := await self.clock.now_ms()) < at_ms:
-                await asyncio.sleep((at_ms - now) / 1000)
-            self._unhold(runs)
-            await self._start_now(runs, now)
-        except _REDIS_DOWN as exc:  # still pending: the reclaimer starts them later
-            log.warning("cannot start %d run(s) held for their slot (%s); left for the "
-                        "reclaimer", len(runs), exc)
-            for d in runs:
-                self._leases.drop(key(d))
-        finally:
-            self._unhold(runs)  # cancelled while held (lease lost, shutdown): not started
-            self._room.set()
-
-    def _unhold(self, runs: list[Delivery]) -> None:
-        for d in runs:
-            if d.run_id in self._held:
-                self._held.discard(d.run_id)
-                self._lost.discard(key(d))
-                if self.inflight.get(d.run_id, (None,))[0] is d:
-                    del self.inflight[d.run_id]
+    def _not_started(self, d: Delivery) -> None:
+        self._leases.drop(key(d))
+        self._lost.discard(key(d))
 
     def _spawn(self, d: Delivery) -> None:
         task = asyncio.create_task(self._execute(d))
