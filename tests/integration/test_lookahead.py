@@ -13,7 +13,6 @@ from rsched.clock import FakeClock, SyncedClock
 from rsched.models import At, Every, JobDef, Overlap, RunStatus
 from rsched.roles.scheduler import Scheduler
 from rsched.roles.worker import Worker
-from rsched.settings import SchedulerSettings
 from rsched.tasks import TaskRegistry
 from tests.support import system
 
@@ -28,6 +27,18 @@ def _stamping(starts: dict[int, float]) -> TaskRegistry:
     return reg
 
 
+async def _parts(make_engine: Any, shards: int = 1, lookahead_ms: int = 5000,
+                 **worker_cfg: Any) -> tuple[Any, dict[int, float], Any, Scheduler, Worker]:
+    """Redis clock, task start times by arg, client, scheduler, worker (a synced clock)."""
+    engine = await make_engine(shards=shards)
+    clock = engine.clock()
+    starts: dict[int, float] = {}
+    reg = _stamping(starts)
+    return (clock, starts, system.client(engine, clock, reg),
+            system.scheduler(engine, clock, lookahead_ms=lookahead_ms),
+            system.worker(engine, SyncedClock(clock), reg, **worker_cfg))
+
+
 async def _wait_for(check: Any, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not await check():
@@ -36,13 +47,7 @@ async def _wait_for(check: Any, timeout_s: float = 10.0) -> None:
 
 
 async def test_runs_fired_ahead_start_at_their_slot_never_before(make_engine: Any) -> None:
-    engine = await make_engine(shards=2)
-    clock = engine.clock()
-    starts: dict[int, float] = {}
-    reg = _stamping(starts)
-    c = system.client(engine, clock, reg)
-    sched = Scheduler(engine, SchedulerSettings(shards=[0, 1], lookahead_ms=400), clock)
-    worker = system.worker(engine, SyncedClock(clock), reg)
+    clock, starts, c, sched, worker = await _parts(make_engine, shards=2, lookahead_ms=400)
     loops = [asyncio.create_task(sched.run()), asyncio.create_task(worker.run())]
     t0 = await clock.now_ms()
     jobs = {i: await c.schedule(JobDef(task="stamp", args=[i],
@@ -90,13 +95,7 @@ async def test_only_jobs_that_nothing_at_the_slot_can_change_fire_ahead(
 
 
 async def test_a_held_run_cancelled_before_its_slot_never_runs(make_engine: Any) -> None:
-    engine = await make_engine(shards=1)
-    clock = engine.clock()
-    starts: dict[int, float] = {}
-    reg = _stamping(starts)
-    c = system.client(engine, clock, reg)
-    s = system.scheduler(engine, clock, lookahead_ms=5000)
-    w: Worker = system.worker(engine, SyncedClock(clock), reg)
+    clock, starts, c, s, w = await _parts(make_engine)
     await w.start()
     job = await c.schedule(JobDef(task="stamp", args=[1],
                                   schedule=At(at_ms=await clock.now_ms() + 700)))
@@ -114,13 +113,7 @@ async def test_a_held_run_cancelled_before_its_slot_never_runs(make_engine: Any)
 
 async def test_a_worker_stopping_starts_its_held_runs_on_time_within_grace(
         make_engine: Any) -> None:
-    engine = await make_engine(shards=1)
-    clock = engine.clock()
-    starts: dict[int, float] = {}
-    reg = _stamping(starts)
-    c = system.client(engine, clock, reg)
-    s = system.scheduler(engine, clock, lookahead_ms=5000)
-    w: Worker = system.worker(engine, SyncedClock(clock), reg, block_s=0.05)
+    clock, starts, c, s, w = await _parts(make_engine, block_s=0.05)
     loop = asyncio.create_task(w.run())
     job = await c.schedule(JobDef(task="stamp", args=[2],
                                   schedule=At(at_ms=await clock.now_ms() + 800)))
