@@ -23,6 +23,7 @@ from rsched.names import validate_job_id, validate_queue
 from rsched.timing import jitter_offset_ms
 
 _json = msgspec.json.Encoder()  # labels and webhook are stored as JSON (queries.py reads them)
+ITEM_ARGS = 17  # arguments per job in schedule_job's items (the script's header)
 TRIGGERS_KEPT = 4096  # encoded Trigger blobs kept per process (one per distinct schedule)
 
 
