@@ -9,13 +9,15 @@
 -- ARGV[3] maxlen       int    events stream cap
 -- ARGV[4] wake         str    pub/sub channel told about an earlier head
 -- ARGV[5] shard        int
--- ARGV[6...] items     flat groups of 13 per job: job_id; expect_ver (0 = create only,
+-- ARGV[6...] items     flat groups of 17 per job: job_id; expect_ver (0 = create only,
 --                      n > 0 = update only if the version is n); next_ms (first fire, -1
 --                      = never again); next_slot (the unjittered slot of next_ms, the
 --                      job's `next`; '' = next_ms); spec, sched (opaque JobSpec and
 --                      Trigger blobs); queue; tenant; max_att; overlap (allow | forbid |
 --                      replace); max_runs, conc, prio (runs in all, at once, the lane 0-9;
---                      '' = no limit / the queue's default)
+--                      '' = no limit / the queue's default); name, labels (JSON), hook
+--                      (JSON webhook): '' = none (an update removes it); ukey: the unique
+--                      key, written only when given (fixed at creation)
 -- Returns: one code per item: its new version; -4 exists (create), -1 not found, -2
 --          version or state mismatch
 local due, events, jobs = KEYS[1], KEYS[2], KEYS[3]
@@ -26,8 +28,8 @@ local head = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
 local head_ms = tonumber(head[2])  -- nil: nothing due before this call
 local adds, listed, low = {}, {}, nil  -- due entries and listing entries, written at the end
 
--- a limit field: written when set, dropped by an update that leaves it unset
-local function limit(fields, drop, expect, name, value)
+-- an optional field: written when set, dropped by an update that leaves it unset
+local function optional(fields, drop, expect, name, value)
   if value ~= '' then
     fields[#fields + 1], fields[#fields + 2] = name, value
   elseif expect > 0 then
@@ -36,7 +38,7 @@ local function limit(fields, drop, expect, name, value)
 end
 
 local function schedule(id, expect, next_ms, next_slot, spec, sched, queue, tenant, max_att,
-                        overlap, max_runs, conc, prio)
+                        overlap, max_runs, conc, prio, name, labels, ukey, hook)
   local jkey = job_prefix .. id
   local cur = redis.call('HMGET', jkey, 'ver', 'state')
   local ver = tonumber(cur[1] or 0)
@@ -53,10 +55,14 @@ local function schedule(id, expect, next_ms, next_slot, spec, sched, queue, tena
   local fields = {'spec', spec, 'sched', sched, 'ver', ver, 'queue', queue,
     'tenant', tenant, 'max_att', max_att, 'overlap', overlap, 'state', state,
     'next', next_ms >= 0 and next_slot or '', 'updated', now}
-  local drop = {}  -- limits an update removes
-  limit(fields, drop, expect, 'maxr', max_runs)
-  limit(fields, drop, expect, 'conc', conc)
-  limit(fields, drop, expect, 'prio', prio)
+  local drop = {}  -- optional fields an update removes
+  optional(fields, drop, expect, 'maxr', max_runs)
+  optional(fields, drop, expect, 'conc', conc)
+  optional(fields, drop, expect, 'prio', prio)
+  optional(fields, drop, expect, 'name', name)
+  optional(fields, drop, expect, 'labels', labels)
+  optional(fields, drop, expect, 'hook', hook)
+  optional(fields, drop, 0, 'ukey', ukey)  -- never dropped: an update does not send it
   if #drop > 0 then redis.call('HDEL', jkey, unpack(drop)) end
   if expect == 0 then
     fields[#fields + 1], fields[#fields + 2] = 'created', now
@@ -73,15 +79,17 @@ local function schedule(id, expect, next_ms, next_slot, spec, sched, queue, tena
   end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'k', 'job', 'j', id, 'st', state,
     'ver', ver, 'q', queue, 'tn', tenant, 'spec', spec, 'sched', sched,
-    'next', next_ms, 'ov', overlap, 'max', max_att, 't', now)
+    'next', next_ms, 'ov', overlap, 'max', max_att, 'nm', name, 'lb', labels, 'uk', ukey,
+    'hk', hook, 't', now)
   return ver
 end
 
 local out = {}
-for i = 6, #ARGV, 13 do
+for i = 6, #ARGV, 17 do
   out[#out + 1] = schedule(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3],
     ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9],
-    ARGV[i + 10], ARGV[i + 11], ARGV[i + 12])
+    ARGV[i + 10], ARGV[i + 11], ARGV[i + 12], ARGV[i + 13], ARGV[i + 14], ARGV[i + 15],
+    ARGV[i + 16])
 end
 
 -- One ZADD per index for the whole call, in pieces (unpack is bounded by Lua's stack).

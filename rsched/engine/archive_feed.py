@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rsched.engine.catalog import index_member
 from rsched.engine.core import Part
 from rsched.engine.keys import ARCHIVER_GROUP
 from rsched.engine.types import job_of_run, pairs, split_id, text
@@ -76,16 +77,40 @@ class ArchiveFeed(Part):
     async def restore_job(self, job_id: str, *, state: str, next_ms: int | None, version: int,
                           spec: bytes, sched: bytes, queue: str, tenant: str, max_att: int,
                           overlap: str, runs: int, last_ms: int | None,
-                          created_ms: int) -> bool:
-        """Recreate a job lost from Redis; False when it already exists (untouched)."""
+                          created_ms: int, name: str | None = None, labels: str | None = None,
+                          unique_key: str | None = None, webhook: str | None = None) -> bool:
+        """Recreate a job lost from Redis; False when it already exists (untouched).
+        ``labels`` and ``webhook`` are JSON text, as archived."""
         k = self.core.keys_for(job_id)
         res = await self.core.call("restore_job", {"due": k.due, "jobs": k.jobs}, {
             "job_prefix": k.job_prefix, "job_id": job_id, "state": state,
             "next_ms": -1 if next_ms is None else next_ms, "version": version, "spec": spec,
             "sched": sched, "queue": queue, "tenant": tenant, "max_att": max_att,
             "overlap": overlap, "runs": runs, "last_ms": -1 if last_ms is None else last_ms,
-            "created_ms": created_ms, "done_ttl_ms": self.core.done_ttl_ms})
+            "created_ms": created_ms, "done_ttl_ms": self.core.done_ttl_ms,
+            "name": name or "", "labels": labels or "", "ukey": unique_key or "",
+            "hook": webhook or ""})
         return int(res) == Code.DONE
+
+    async def restore_tenant_entries(self, tenant: str, job_id: str, *, created_ms: int,
+                                     queue: str, name: str | None, unique_key: str | None,
+                                     named: bool) -> bool:
+        """A restored job's entries in its tenant's keys (another slot than the job's, so
+        not in restore_job's call): its listing entry and queue, its unique key's claim
+        and, when ``named`` (not cancelled), its name; a claim only where it is free (a
+        job created since Redis lost its data keeps what it took). False: the name was
+        taken by another job."""
+        t = self.core.tenant_keys(tenant)
+        await self.core.raw([("ZADD", t.jobs, 0, index_member(created_ms, job_id)),
+                             ("SADD", t.queues, queue)])
+        if unique_key:
+            await self.core.call("claim_name", {"names": t.unique}, {
+                "name": unique_key, "expect": "", "job_id": f"{job_id} {created_ms}"})
+        if not (name and named):
+            return True
+        code = await self.core.call("claim_name", {"names": t.names},
+                                    {"name": name, "expect": "", "job_id": job_id})
+        return int(code) == Code.DONE
 
     async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
                           max_att: int, slot_ms: int, due_ms: int) -> bool:

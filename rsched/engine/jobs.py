@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from rsched import codec
 from rsched.engine.core import Core, Part, Recent
 from rsched.engine.queries import parse_job
@@ -20,6 +22,8 @@ from rsched.models import Job, JobDef
 from rsched.names import validate_job_id, validate_queue
 from rsched.timing import jitter_offset_ms
 
+_json = msgspec.json.Encoder()  # labels and webhook are stored as JSON (queries.py reads them)
+ITEM_ARGS = 17  # arguments per job in schedule_job's items (the script's header)
 TRIGGERS_KEPT = 4096  # encoded Trigger blobs kept per process (one per distinct schedule)
 
 
@@ -86,7 +90,9 @@ class Jobs(Part):
                 d.retry.max_attempts, d.overlap.value,
                 "" if d.max_runs is None else d.max_runs,
                 "" if d.concurrency is None else d.concurrency,
-                "" if d.priority is None else d.priority]
+                "" if d.priority is None else d.priority,
+                d.name or "", _json.encode(d.labels) if d.labels else "",
+                d.unique_key or "", "" if d.webhook is None else _json.encode(d.webhook)]
 
     def _schedule_args(self, shard: int, now_ms: int, items: list[Any]
                        ) -> tuple[dict[str, str], dict[str, Any]]:

@@ -111,12 +111,14 @@ JOB = Record("job hash <job_prefix><job id>", [
       "fire_due, run_now, restore_job"),
     F("cur", "last_run_id", str, "the latest run's id (overlap checks)", "fire_due, run_now"),
     F("last", "last_slot_ms", int, "the latest fired slot (epoch ms)", "fire_due, restore_job"),
-    F("name", "name", str, "unique name within its tenant (optional)", "client (HSET)"),
-    F("labels", "labels", bytes, "msgspec dict[str, str] blob (optional)", "client (HSET)"),
+    F("name", "name", str, "unique name within its tenant (optional; the claim is the "
+      "tenant's names hash, claim_name)", "schedule_job, restore_job"),
+    F("labels", "labels", bytes, "JSON dict[str, str] blob (optional)",
+      "schedule_job, restore_job"),
     F("ukey", "unique_key", str, "the unique key it was created with (optional)",
-      "client (HSET)"),
+      "schedule_job, restore_job"),
     F("hook", "webhook", bytes, "JSON Webhook blob: its completion webhook (optional)",
-      "client (HSET)"),
+      "schedule_job, restore_job"),
 ])
 
 RUN = Record("run hash <run_prefix><run id>", [
@@ -194,6 +196,11 @@ EVENT = Record("events stream entry <tag>:events (archived to PostgreSQL)", [
     F("next", "next_ms", int, "next fire; -1 none", "schedule_job"),
     F("ov", "overlap", str, "overlap policy", "schedule_job"),
     F("max", "max_attempts", int, "attempts a run gets", "schedule_job"),
+    F("nm", "name", str, "the job's name; empty: none", "schedule_job"),
+    F("lb", "labels", bytes, "JSON labels blob; empty: none", "schedule_job"),
+    F("uk", "unique_key", str, "the unique key; empty on updates (fixed at creation)",
+      "schedule_job"),
+    F("hk", "webhook", bytes, "JSON Webhook blob; empty: none", "schedule_job"),
 ])
 
 DEAD_LETTER = Record("dead-letter stream entry <tag>:dead", [

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from rsched.clock import FakeClock
+from rsched.engine.jobs import ITEM_ARGS
 from rsched.errors import DuplicateJob
 from rsched.models import At, Every, JobDef, JobState
 from tests.support import system
@@ -23,7 +24,7 @@ def count_script_calls(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[int
 
     def counting(pipe: Any, name: str, keys: Any, args: Any) -> None:
         if name == "schedule_job":
-            sizes.append(len(args["items"]) // 13)
+            sizes.append(len(args["items"]) // ITEM_ARGS)
         queue(pipe, name, keys, args)
 
     monkeypatch.setattr(engine.core.scripts, "queue", counting)

@@ -1,0 +1,78 @@
+"""A job's name, labels, unique key and webhook: written with the job, archived, rebuilt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rsched.archive import pg
+from rsched.archive.archiver import Archiver
+from rsched.archive.rebuild import rebuild
+from rsched.engine import Engine, RedisClock
+from rsched.errors import DuplicateJob
+from rsched.models import Every, HookOn, JobDef, Webhook
+from rsched.settings import ArchiverSettings, RedisSettings
+from tests.support import system
+
+TENANT = "acme"
+HOOK = Webhook(url="https://hooks.example.com/r", on=HookOn.FAILURE)
+
+
+def job(**meta: Any) -> JobDef:
+    return JobDef(task="ok", tenant=TENANT, schedule=Every(every_ms=60_000), **meta)
+
+
+async def archive_all(engine: Engine, redis: Any, dsn: str) -> None:
+    archiver = Archiver(engine, ArchiverSettings(dsn=dsn, flush_s=0), RedisClock(redis), "a1")
+    await archiver.start()
+    while (await archiver.tick(block_ms=None, flush=True)).events:
+        pass
+    await archiver.close()
+
+
+async def test_name_labels_unique_key_and_webhook_are_archived_and_rebuilt(
+        own_redis: tuple[str, Any], archive_dsn: str, prefix: str, db: Any) -> None:
+    _, redis = own_redis
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=4))
+    await engine.start()
+    c = system.client(engine, RedisClock(redis))
+    full = (await c.create(job(name="nightly", labels={"team": "data", "tier": "1"},
+                               unique_key="report-2026", webhook=HOOK))).id
+    renamed = await c.schedule(job(name="old-name", unique_key="u2", webhook=HOOK))
+    await c.update(renamed, job(name="new-name", labels={"moved": "yes"}))
+    unnamed = await c.schedule(job(name="short-lived", labels={"a": "b"}))
+    await c.update(unnamed, job(webhook=Webhook(url="https://hooks.example.com/other")))
+    cancelled = await c.schedule(job(name="gone"))
+    await c.cancel(cancelled)
+    before = {j: await c.get(j) for j in (full, renamed, unnamed)}
+    assert before[full].webhook == HOOK and before[full].unique_key == "report-2026"
+
+    await archive_all(engine, redis, archive_dsn)
+    rows = {r[0]: r[1:] for r in await (await db.execute(
+        "SELECT job_id, name, labels, unique_key, webhook FROM jobs")).fetchall()}
+    assert rows[full] == ("nightly", {"team": "data", "tier": "1"}, "report-2026",
+                          {"url": HOOK.url, "on": "failure", "secret": None})
+    assert rows[renamed] == ("new-name", {"moved": "yes"}, "u2", None), \
+        "an update renames and drops the webhook; the unique key stays"
+    assert rows[unnamed] == (None, None, None, {"url": "https://hooks.example.com/other",
+                                                "on": "always", "secret": None})
+
+    await redis.flushall()
+    conn = await pg.connect(archive_dsn)
+    try:
+        assert (await rebuild(engine, conn, await RedisClock(redis).now_ms())).jobs_restored == 4
+    finally:
+        await conn.close()
+    after = {j: await c.get(j) for j in (full, renamed, unnamed)}
+    for j in (full, renamed, unnamed):
+        assert (after[j].name, after[j].labels, after[j].unique_key, after[j].webhook) == \
+            (before[j].name, before[j].labels, before[j].unique_key, before[j].webhook)
+    named = await c.named_jobs(TENANT)  # the tenant's listing, restored
+    assert {n: j.id for n, j in named.items()} == {"nightly": full, "new-name": renamed}
+    assert await engine.catalog.name_holder(TENANT, "nightly") == full
+    assert await engine.catalog.name_holder(TENANT, "gone") is None, "cancelled: name free"
+    with pytest.raises(DuplicateJob):
+        await c.schedule(job(name="nightly"))
+    assert await c.schedule(job(unique_key="report-2026")) == full, "the unique key holds"
+    assert await c.schedule(job(name="gone")) != cancelled
