@@ -17,7 +17,8 @@
 --                      replace); max_runs, conc, prio (runs in all, at once, the lane 0-9;
 --                      '' = no limit / the queue's default); name, labels (JSON), hook
 --                      (JSON webhook): '' = none (an update removes it); ukey: the unique
---                      key, written only when given (fixed at creation)
+--                      key, written only when given (fixed at creation). The job event
+--                      carries them all as given ('' = not set), for the archive.
 -- Returns: one code per item: its new version; -4 exists (create), -1 not found, -2
 --          version or state mismatch
 local due, events, jobs = KEYS[1], KEYS[2], KEYS[3]
@@ -79,8 +80,8 @@ local function schedule(id, expect, next_ms, next_slot, spec, sched, queue, tena
   end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'k', 'job', 'j', id, 'st', state,
     'ver', ver, 'q', queue, 'tn', tenant, 'spec', spec, 'sched', sched,
-    'next', next_ms, 'ov', overlap, 'max', max_att, 'nm', name, 'lb', labels, 'uk', ukey,
-    'hk', hook, 't', now)
+    'next', next_ms, 'ov', overlap, 'max', max_att, 'maxr', max_runs, 'conc', conc,
+    'prio', prio, 'nm', name, 'lb', labels, 'uk', ukey, 'hk', hook, 't', now)
   return ver
 end
 

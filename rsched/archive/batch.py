@@ -45,10 +45,16 @@ def _tsv(raw: bytes | None) -> bytes:
     return raw
 
 
-def _meta(f: dict[bytes, bytes]) -> dict[str, str | None]:
-    """A job event's name, labels, unique key and webhook (JSON text); empty or missing
-    (an event written before they were carried) is None."""
-    return {k: f.get(k.encode(), b"").decode() or None for k in ("nm", "lb", "uk", "hk")}
+def _meta(f: dict[bytes, bytes]) -> dict[str, str | int | None]:
+    """A job event's name, labels, unique key and webhook (JSON text) and its max runs,
+    concurrency and priority (ints); empty or missing (not set, or an event written before
+    they were carried) is None."""
+    meta: dict[str, str | int | None] = {
+        k: f.get(k.encode(), b"").decode() or None for k in ("nm", "lb", "uk", "hk")}
+    for k in ("maxr", "conc", "prio"):
+        raw = f.get(k.encode())
+        meta[k] = int(raw) if raw else None
+    return meta
 
 
 ENDED = frozenset((b"succeeded", b"failed", b"dead", b"cancelled", b"timed_out"))
@@ -225,15 +231,16 @@ ON CONFLICT (run_id, slot_at) DO UPDATE SET
 _JOB_NEWER = "(EXCLUDED.ev_ms, EXCLUDED.ev_seq) > (jobs.ev_ms, jobs.ev_seq)"
 _DEF_NEWER = "(jobs.version IS NULL OR EXCLUDED.version > jobs.version)"
 _DEF_COLS = ("version", "tenant", "queue", "task", "spec", "trigger", "overlap",
-             "max_attempts", "next_ms", "updated_at", "name", "labels", "webhook")
+             "max_attempts", "next_ms", "updated_at", "name", "labels", "webhook",
+             "max_runs", "concurrency", "priority")
 # The unique key is fixed at creation and only the creating event carries it.
 UPSERT_JOB = f"""
 INSERT INTO jobs (job_id, version, tenant, queue, task, spec, trigger, overlap, max_attempts,
                   next_ms, state, created_at, updated_at, ev_ms, ev_seq, name, labels,
-                  unique_key, webhook)
+                  unique_key, webhook, max_runs, concurrency, priority)
 VALUES (%(j)s, %(v)s, %(tn)s, %(q)s, %(task)s, %(spec)s, %(sched)s, %(ov)s, %(max)s, %(next)s,
         %(st)s, {_ts('%(t)s')}, {_ts('%(t)s')}, %(ms)s, %(seq)s, %(nm)s, %(lb)s::jsonb,
-        %(uk)s, %(hk)s::jsonb)
+        %(uk)s, %(hk)s::jsonb, %(maxr)s, %(conc)s, %(prio)s)
 ON CONFLICT (job_id) DO UPDATE SET
   {_forward('jobs', _DEF_NEWER, _DEF_COLS, coalesce=False)},
   {_forward('jobs', _DEF_NEWER, ('unique_key',), coalesce=True)},

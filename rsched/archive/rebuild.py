@@ -4,9 +4,11 @@ Owns: deciding, per archived job, its state, next slot and run counter, and whic
 unfinished runs to re-queue. Must not: overwrite anything still in Redis (the restore
 scripts refuse), or write to PostgreSQL.
 
-A restored job gets its name, labels, unique key and webhook back, and its entries in its
-tenant's keys: the listing, and the claims of its name and unique key where they are
-still free.
+A restored job gets its name, labels, unique key and webhook back, its max runs,
+concurrency and priority (with its priority's level in its queue's levels set, so workers
+read its lane), and its entries in its tenant's keys: the listing, and the claims of its
+name and unique key where they are still free. A re-queued run of a priority lane gets
+that lane's level too.
 
 A recurring job continues after its last archived scheduled fire: its next slot is the
 first one after that fire, so no slot that already ran fires again; slots that passed
@@ -40,7 +42,8 @@ SELECT j.job_id, j.state, j.version, j.spec, j.trigger, j.queue, j.tenant, j.max
          (SELECT max(r.slot_at) FROM runs r
            WHERE r.job_id = j.job_id AND NOT r.manual AND r.enqueued_at >= j.updated_at)
        )) * 1000)::bigint,
-       j.name, j.labels::text, j.unique_key, j.webhook::text
+       j.name, j.labels::text, j.unique_key, j.webhook::text, j.max_runs, j.concurrency,
+       j.priority
 FROM jobs j WHERE j.spec IS NOT NULL ORDER BY j.job_id
 """
 # Rows a state event started whose definition never reached the archive: not restorable.
@@ -88,7 +91,8 @@ async def rebuild(engine: Engine, conn: psycopg.AsyncConnection[Any],
 
 async def _restore_job(engine: Engine, row: tuple[Any, ...]) -> bool:
     (job_id, state, version, spec, trigger, queue, tenant, max_att, overlap, first_ms,
-     created_ms, runs, last_ms, name, labels, unique_key, webhook) = row
+     created_ms, runs, last_ms, name, labels, unique_key, webhook, max_runs, concurrency,
+     priority) = row
     schedule = codec.decode_trigger(bytes(trigger)).schedule
     next_ms: int | None = first_ms
     if last_ms is not None:
@@ -99,7 +103,8 @@ async def _restore_job(engine: Engine, row: tuple[Any, ...]) -> bool:
             job_id, state=state, next_ms=next_ms, version=version, spec=bytes(spec),
             sched=bytes(trigger), queue=queue, tenant=tenant, max_att=max_att,
             overlap=overlap, runs=runs or 0, last_ms=last_ms, created_ms=created_ms,
-            name=name, labels=labels, unique_key=unique_key, webhook=webhook):
+            name=name, labels=labels, unique_key=unique_key, webhook=webhook,
+            max_runs=max_runs, concurrency=concurrency, priority=priority):
         return False
     if not await engine.feed.restore_tenant_entries(
             tenant, job_id, created_ms=created_ms, queue=queue, name=name,

@@ -8,12 +8,25 @@ decide what to restore (archiver.py and rebuild.py do).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from rsched.engine.catalog import index_member
 from rsched.engine.core import Part
 from rsched.engine.keys import ARCHIVER_GROUP
 from rsched.engine.types import job_of_run, pairs, split_id, text
 from rsched.errors import Code
+from rsched.names import split_lane
+
+
+class _Lane(NamedTuple):
+    """What Core.level_commands reads of a job: its queue and explicit priority."""
+
+    queue: str
+    priority: int | None
+
+
+def _opt(value: int | None) -> int | str:
+    return "" if value is None else value
 
 
 class ArchiveFeed(Part):
@@ -78,10 +91,15 @@ class ArchiveFeed(Part):
                           spec: bytes, sched: bytes, queue: str, tenant: str, max_att: int,
                           overlap: str, runs: int, last_ms: int | None,
                           created_ms: int, name: str | None = None, labels: str | None = None,
-                          unique_key: str | None = None, webhook: str | None = None) -> bool:
+                          unique_key: str | None = None, webhook: str | None = None,
+                          max_runs: int | None = None, concurrency: int | None = None,
+                          priority: int | None = None) -> bool:
         """Recreate a job lost from Redis; False when it already exists (untouched).
-        ``labels`` and ``webhook`` are JSON text, as archived."""
+        ``labels`` and ``webhook`` are JSON text, as archived. A priority's level goes
+        into its queue's levels set as a create puts it (workers read only the lanes
+        listed there), also when the job already exists (the set may be the part lost)."""
         k = self.core.keys_for(job_id)
+        await self.core.note_levels([_Lane(queue, priority)])  # before its runs can fire
         res = await self.core.call("restore_job", {"due": k.due, "jobs": k.jobs}, {
             "job_prefix": k.job_prefix, "job_id": job_id, "state": state,
             "next_ms": -1 if next_ms is None else next_ms, "version": version, "spec": spec,
@@ -89,7 +107,8 @@ class ArchiveFeed(Part):
             "overlap": overlap, "runs": runs, "last_ms": -1 if last_ms is None else last_ms,
             "created_ms": created_ms, "done_ttl_ms": self.core.done_ttl_ms,
             "name": name or "", "labels": labels or "", "ukey": unique_key or "",
-            "hook": webhook or ""})
+            "hook": webhook or "", "max_runs": _opt(max_runs), "conc": _opt(concurrency),
+            "prio": _opt(priority)})
         return int(res) == Code.DONE
 
     async def restore_tenant_entries(self, tenant: str, job_id: str, *, created_ms: int,
@@ -114,8 +133,10 @@ class ArchiveFeed(Part):
 
     async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
                           max_att: int, slot_ms: int, due_ms: int) -> bool:
-        """Re-queue an unfinished run lost from Redis as a retry due at ``due_ms``."""
+        """Re-queue an unfinished run lost from Redis as a retry due at ``due_ms``;
+        ``queue`` is the run's lane, whose level (if it has one) is registered."""
         job_id = job_of_run(run_id)
+        await self.core.note_levels([_Lane(*split_lane(queue))])
         k = self.core.keys_for(job_id)
         res = await self.core.call("restore_run", {"due": k.due}, {
             "run_prefix": k.run_prefix, "run_id": run_id, "job_id": job_id, "queue": queue,

@@ -1,4 +1,5 @@
-"""A job's name, labels, unique key and webhook: written with the job, archived, rebuilt."""
+"""A job's name, labels, unique key and webhook, and its execution controls (max runs,
+concurrency, priority): written with the job, archived, rebuilt."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import pytest
 from rsched.archive import pg
 from rsched.archive.archiver import Archiver
 from rsched.archive.rebuild import rebuild
+from rsched.clock import FakeClock
 from rsched.engine import Engine, RedisClock
 from rsched.errors import DuplicateJob
-from rsched.models import Every, HookOn, JobDef, Webhook
+from rsched.models import At, Every, HookOn, JobDef, JobState, RunStatus, Webhook
 from rsched.settings import ArchiverSettings, RedisSettings
+from rsched.tasks import TaskRegistry
 from tests.support import system
 
 TENANT = "acme"
 HOOK = Webhook(url="https://hooks.example.com/r", on=HookOn.FAILURE)
+LATER = At(at_ms=4_000_000_000_000)
 
 
 def job(**meta: Any) -> JobDef:
@@ -76,3 +80,52 @@ async def test_name_labels_unique_key_and_webhook_are_archived_and_rebuilt(
         await c.schedule(job(name="nightly"))
     assert await c.schedule(job(unique_key="report-2026")) == full, "the unique key holds"
     assert await c.schedule(job(name="gone")) != cancelled
+
+
+async def test_max_runs_concurrency_and_priority_are_archived_and_rebuilt(
+        own_redis: tuple[str, Any], archive_dsn: str, prefix: str, db: Any) -> None:
+    _, redis = own_redis
+    engine = Engine(redis, RedisSettings(prefix=prefix, shards=4))
+    await engine.start()
+    clock = FakeClock(await RedisClock(redis).now_ms())
+    reg = TaskRegistry()
+
+    @reg.task(name="ok")
+    async def ok() -> None:
+        return None
+
+    c = system.client(engine, clock, reg)
+    lane = await c.schedule(job(max_runs=1, concurrency=2, priority=7))
+    changed = await c.schedule(JobDef(task="ok", tenant=TENANT, schedule=LATER, max_runs=3,
+                                      priority=2))
+    await c.update(changed, JobDef(task="ok", tenant=TENANT, schedule=LATER, concurrency=1))
+    plain = await c.schedule(JobDef(task="ok", tenant=TENANT, schedule=LATER))
+    controls = {j: ((g := await c.get(j)).max_runs, g.concurrency, g.priority)
+                for j in (lane, changed, plain)}
+    assert controls == {lane: (1, 2, 7), changed: (None, 1, None), plain: (None, None, None)}
+
+    await archive_all(engine, redis, archive_dsn)
+    rows = {r[0]: r[1:] for r in await (await db.execute(
+        "SELECT job_id, max_runs, concurrency, priority FROM jobs")).fetchall()}
+    assert rows == controls, "archived; an update that removes a control clears it"
+
+    await redis.flushall()
+    conn = await pg.connect(archive_dsn)
+    try:
+        assert (await rebuild(engine, conn, clock.ms)).jobs_restored == 3
+    finally:
+        await conn.close()
+    assert {j: ((g := await c.get(j)).max_runs, g.concurrency, g.priority)
+            for j in controls} == controls
+
+    # the restored priority job fires into its lane, which a worker started now reads
+    # (it reads only lanes in the queue's levels set), and its max runs ends it
+    clock.ms = (await c.get(lane)).next_ms or 0
+    assert await system.fire_until_idle(system.scheduler(engine, clock)) == 1
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    await w.tick(block_ms=None)
+    await w.drain()
+    [run] = await c.runs(lane)
+    assert (run.queue, run.priority, run.status) == ("default", 7, RunStatus.SUCCEEDED)
+    assert (await c.get(lane)).state is JobState.DONE, "max_runs=1 reached"
