@@ -82,18 +82,39 @@ async def test_name_labels_unique_key_and_webhook_are_archived_and_rebuilt(
     assert await c.schedule(job(name="gone")) != cancelled
 
 
-async def test_max_runs_concurrency_and_priority_are_archived_and_rebuilt(
-        own_redis: tuple[str, Any], archive_dsn: str, prefix: str, db: Any) -> None:
-    _, redis = own_redis
+async def on_fake_clock(redis: Any, prefix: str) -> tuple[Engine, FakeClock, TaskRegistry]:
     engine = Engine(redis, RedisSettings(prefix=prefix, shards=4))
     await engine.start()
-    clock = FakeClock(await RedisClock(redis).now_ms())
     reg = TaskRegistry()
 
     @reg.task(name="ok")
     async def ok() -> None:
         return None
 
+    return engine, FakeClock(await RedisClock(redis).now_ms()), reg
+
+
+async def rebuild_now(engine: Engine, dsn: str, now_ms: int) -> int:
+    conn = await pg.connect(dsn)
+    try:
+        return (await rebuild(engine, conn, now_ms)).jobs_restored
+    finally:
+        await conn.close()
+
+
+async def work_once(engine: Engine, clock: FakeClock, reg: TaskRegistry) -> None:
+    """A worker started now (it reads the lanes in its queue's levels set) takes one
+    batch and finishes it."""
+    w = system.worker(engine, clock, reg)
+    await w.start()
+    await w.tick(block_ms=None)
+    await w.drain()
+
+
+async def test_max_runs_concurrency_and_priority_are_archived_and_rebuilt(
+        own_redis: tuple[str, Any], archive_dsn: str, prefix: str, db: Any) -> None:
+    _, redis = own_redis
+    engine, clock, reg = await on_fake_clock(redis, prefix)
     c = system.client(engine, clock, reg)
     lane = await c.schedule(job(max_runs=1, concurrency=2, priority=7))
     changed = await c.schedule(JobDef(task="ok", tenant=TENANT, schedule=LATER, max_runs=3,
@@ -110,11 +131,7 @@ async def test_max_runs_concurrency_and_priority_are_archived_and_rebuilt(
     assert rows == controls, "archived; an update that removes a control clears it"
 
     await redis.flushall()
-    conn = await pg.connect(archive_dsn)
-    try:
-        assert (await rebuild(engine, conn, clock.ms)).jobs_restored == 3
-    finally:
-        await conn.close()
+    assert await rebuild_now(engine, archive_dsn, clock.ms) == 3
     assert {j: ((g := await c.get(j)).max_runs, g.concurrency, g.priority)
             for j in controls} == controls
 
@@ -122,10 +139,26 @@ async def test_max_runs_concurrency_and_priority_are_archived_and_rebuilt(
     # (it reads only lanes in the queue's levels set), and its max runs ends it
     clock.ms = (await c.get(lane)).next_ms or 0
     assert await system.fire_until_idle(system.scheduler(engine, clock)) == 1
-    w = system.worker(engine, clock, reg)
-    await w.start()
-    await w.tick(block_ms=None)
-    await w.drain()
+    await work_once(engine, clock, reg)
     [run] = await c.runs(lane)
     assert (run.queue, run.priority, run.status) == ("default", 7, RunStatus.SUCCEEDED)
     assert (await c.get(lane)).state is JobState.DONE, "max_runs=1 reached"
+
+
+async def test_a_requeued_run_is_read_from_its_lane_after_its_job_left_it(
+        own_redis: tuple[str, Any], archive_dsn: str, prefix: str) -> None:
+    _, redis = own_redis
+    engine, clock, reg = await on_fake_clock(redis, prefix)
+    c, s = system.client(engine, clock, reg), system.scheduler(engine, clock)
+    moved = await c.schedule(job(priority=3))
+    clock.ms = (await c.get(moved)).next_ms or 0
+    assert await system.fire_until_idle(s) == 1  # queued in the lane default!3, not run
+    await c.update(moved, job())  # the job now queues into its queue's default lane
+    await archive_all(engine, redis, archive_dsn)
+
+    await redis.flushall()
+    assert await rebuild_now(engine, archive_dsn, clock.ms) == 1
+    assert await system.fire_until_idle(s) == 1  # the re-queued run, into its old lane
+    await work_once(engine, clock, reg)
+    [run] = await c.runs(moved)
+    assert (run.priority, run.status) == (3, RunStatus.SUCCEEDED)
