@@ -386,6 +386,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="create through Client.schedule, N calls in flight (0: schedule_many)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="any role setting, e.g. --set worker.batch=500")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each configuration N times (one row each)")
     ap.add_argument("--prefix", default="bench")
     ap.add_argument("--label", default="")
     ap.add_argument("--redis-url", default=None,
@@ -429,13 +431,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for conc in [int(c) for c in a.sweep.split(",") if c] or [a.concurrency]:
         a.concurrency = conc
-        result = run(a)
-        keep = ("machine", "worst_fire_lag_windows", "marked_running_lag_ms",
-                "recorded_start_lag_ms")
-        print(json.dumps({k: v for k, v in result.items() if k not in keep}, indent=2))
-        rows.append(markdown_row(result))
+        for _ in range(a.repeat):
+            rows.append(_one(a))
     print(HEADER)
     print("\n".join(rows))
+
+
+def _one(a: argparse.Namespace) -> str:
+    """Run once, print the JSON (less the bulky parts), return the markdown row."""
+    result = run(a)
+    keep = ("machine", "worst_fire_lag_windows", "marked_running_lag_ms",
+            "recorded_start_lag_ms")
+    print(json.dumps({k: v for k, v in result.items() if k not in keep}, indent=2))
+    return markdown_row(result)
 
 
 if __name__ == "__main__":

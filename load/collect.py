@@ -165,12 +165,13 @@ def start_gaps(facts: Facts, top: int = 5) -> list[dict[str, float]]:
 
 def worst_lag_windows(facts: Facts, top: int = 10, window_ms: int = 100
                       ) -> list[dict[str, float]]:
-    """The ``top`` windows of slot time with the largest fire lag (slot -> enqueued):
-    when lag spikes, this says whether it is one stall or a period (GC, trims, reclaims)."""
+    """The ``top`` windows of slot time with the largest fire lag (slot -> enqueued;
+    negative when fired ahead by the lookahead): when lag spikes, this says whether it is
+    one stall or a period (GC, trims, reclaims)."""
     worst: dict[int, int] = {}
     for r in facts.runs.values():
-        w = r.slot_ms // window_ms
-        worst[w] = max(worst.get(w, 0), r.enq_ms - r.slot_ms)
+        w, lag = r.slot_ms // window_ms, r.enq_ms - r.slot_ms
+        worst[w] = max(worst[w], lag) if w in worst else lag
     if not worst:
         return []
     t0 = min(worst)

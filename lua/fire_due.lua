@@ -11,9 +11,12 @@
 -- ARGV[6] maxlen       int    events stream cap
 -- ARGV[7] done_ttl_ms  int    a finished job's hash expires after this
 -- ARGV[8] channel      str    pub/sub channel workers hear cancel signals on (replace)
--- ARGV[9...] items     flat 7-tuples: member, read_score, next_ms (-1 none), fire (1/0),
---                      skipped, slot ('' = read_score), next_slot ('' = next_ms); a jittered
---                      job's scores are its slots plus an offset, its runs keep the slots
+-- ARGV[9...] items     flat 8-tuples: member, read_score, next_ms (-1 none), fire (1/0),
+--                      skipped, slot ('' = read_score), next_slot ('' = next_ms), ahead
+--                      ('' = due now; else the read score, fired ahead of it: the run
+--                      entry carries it as `nb`, not before, and workers hold it until
+--                      then); a jittered job's scores are its slots plus an offset, its runs
+--                      keep the slots
 -- Returns: number of runs enqueued; -3 when the lease is held by someone else
 -- Writes to the due and jobs indexes and the events trim are batched per call (Redis
 -- charges per command: docs/benchmarks.md); the script is atomic, so order is invisible.
@@ -35,9 +38,10 @@ local function batch(cmd, key, args)  -- one command per 1000 arguments (unpack 
   end
 end
 
-local function enqueue(run_id, job_id, queue, tenant, att, max_att, slot, spec, lim)
-  local entry = redis.call('XADD', queue_prefix .. queue, '*', 'r', run_id, 'j', job_id,
-    'att', att, 'slot', slot, 'spec', spec)
+local function enqueue(run_id, job_id, queue, tenant, att, max_att, slot, spec, lim, nb)
+  local q = {'r', run_id, 'j', job_id, 'att', att, 'slot', slot, 'spec', spec}
+  if nb then q[#q + 1], q[#q + 2] = 'nb', nb end  -- fired ahead: not before this
+  local entry = redis.call('XADD', queue_prefix .. queue, '*', unpack(q))
   local f = {'job', job_id, 'queue', queue, 'tenant', tenant, 'st', 'queued', 'att', att,
     'max', max_att, 'slot', slot, 'enq', now, 'entry', entry}
   if lim then f[#f + 1], f[#f + 2] = 'lim', lim end  -- the job's concurrency limit
@@ -111,10 +115,13 @@ local function active_run(run_id)
   return st == 'queued' or st == 'running' or st == 'retrying'
 end
 
-local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot)
+local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot, nb)
   local jkey = job_prefix .. id
   local j = redis.call('HMGET', jkey, 'state', 'queue', 'tenant', 'spec', 'max_att',
     'overlap', 'cur', 'runs', 'maxr', 'conc', 'prio')
+  -- ahead of its slot only where nothing at the slot could change the decision; an
+  -- overlap rule set since the peek leaves the member due for a fire on time
+  if nb and j[6] and j[6] ~= 'allow' then return 0 end
   if j[1] ~= 'active' then rem[#rem + 1] = id return 0 end
   if fire == 1 and j[6] == 'forbid' and active_run(j[7]) then
     fire = 0
@@ -128,7 +135,7 @@ local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot)
     local run_id = id .. ':' .. n
     local lane = j[2]  -- an explicit priority queues into the lane "<queue>!<prio>"
     if j[11] then lane = lane .. '!' .. j[11] end
-    enqueue(run_id, id, lane, j[3], 1, j[5], slot, j[4], j[10])
+    enqueue(run_id, id, lane, j[3], 1, j[5], slot, j[4], j[10], nb)
     set = {'runs', n, 'cur', run_id, 'last', slot}
   end
   if skipped > 0 then
@@ -146,7 +153,7 @@ local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot)
 end
 
 local fired = 0
-for i = 9, #ARGV, 7 do
+for i = 9, #ARGV, 8 do
   local member, read = ARGV[i], ARGV[i + 1]
   local score = redis.call('ZSCORE', due, member)
   if score and tonumber(score) == tonumber(read) then
@@ -157,11 +164,12 @@ for i = 9, #ARGV, 7 do
       resume(member, score)
     else
       local nxt = tonumber(ARGV[i + 2])
-      local slot, next_slot = ARGV[i + 5], ARGV[i + 6]
+      local slot, next_slot, nb = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
       if slot == '' then slot = read end
       if next_slot == '' then next_slot = nxt end
+      if nb == '' then nb = nil end
       fired = fired + fire_job(member, read, nxt, tonumber(ARGV[i + 3]),
-        tonumber(ARGV[i + 4]), slot, next_slot)
+        tonumber(ARGV[i + 4]), slot, next_slot, nb)
     end
   end
 end

@@ -18,7 +18,7 @@ from rsched.claims import Claims
 from rsched.clock import Clock, SyncedClock
 from rsched.codec import encode
 from rsched.engine import Engine
-from rsched.engine.catalog import JobFields, QueueFigures, index_member, member_job
+from rsched.engine.catalog import QueueFigures, index_member, member_job
 from rsched.errors import Code, DuplicateJob, InvalidTransition, JobNotFound, ValidationError
 from rsched.limits import MAX_SPEC_BYTES, MAX_TIME_MS
 from rsched.models import (
@@ -49,13 +49,6 @@ log = logging.getLogger(__name__)
 DEAD_ID = re.compile(r"^(\d{1,16}-\d{1,16})~(.+)$")  # "<stream entry id>~<job id>"
 DEAD_SCAN_MAX = 100_000  # dead letters one filtered listing examines at most
 KNOWN_TASKS_S = 5.0  # how long the registered task names are reused for the warning
-
-
-def _fields(job_id: str, job: JobDef, *, unique_key: bool = True) -> JobFields:
-    """The job hash's fields beside the definition (an update keeps its unique key)."""
-    hook = None if job.webhook is None else msgspec.json.encode(job.webhook)
-    return JobFields(job_id, job.name, job.labels, job.unique_key if unique_key else None,
-                     hook)
 
 
 class Client:
@@ -141,8 +134,9 @@ class Client:
         return created if created is not None else await self.get(job_id)
 
     async def _create(self, job: JobDef, *, read_back: bool) -> tuple[str, Job | None]:
-        """One round trip for a job without name, labels, unique key or webhook (index
-        write, script, read back pipelined; the time from a SyncedClock); those add theirs."""
+        """One round trip (index write, script, read back pipelined; the time from a
+        SyncedClock), after the claims of a name or unique key: the job's name, labels,
+        unique key and webhook are written by the script that creates it."""
         now = await self.clock.now_ms()
         await self._validate(job, now)
         job_id = job.id or uuid.uuid4().hex
@@ -151,17 +145,14 @@ class Client:
             holder = await self._claims.unique(job.tenant, job.unique_key, claim, now)
             if holder is not None:
                 return holder, None
-        later = bool(job.name or job.labels or job.unique_key or job.webhook)  # written after
         try:
             if job.name:
                 await self._claims.name(job.tenant, job.name, job_id)
-            created = await self._create_indexed(job, job_id, now, read_back and not later)
+            created = await self._create_indexed(job, job_id, now, read_back)
         except BaseException:
             if job.unique_key:
                 await self.engine.catalog.claim_unique(job.tenant, job.unique_key, claim, None)
             raise
-        if later:
-            await self.engine.catalog.set_fields([_fields(job_id, job)])
         return job_id, created
 
     async def _create_indexed(self, job: JobDef, job_id: str, now: int, read_back: bool
@@ -206,9 +197,6 @@ class Client:
         except BaseException:
             self.engine.catalog.index_failed({(j.tenant, j.queue) for j in jobs})
             raise
-        await self.engine.catalog.set_fields([
-            _fields(i, j) for i, j, c in zip(ids, jobs, codes, strict=True)
-            if c > 0 and (j.name or j.labels or j.webhook)])
         dup = [job_id for job_id, code in zip(ids, codes, strict=True) if code == Code.DUPLICATE]
         if dup:
             raise DuplicateJob(f"schedule_many: {len(dup)} of {len(ids)} job ids already exist "
@@ -237,7 +225,6 @@ class Client:
             if job.name and job.name != current.name:
                 await self.engine.catalog.claim_name(job.tenant, job.name, job_id, None)
             raise
-        await self.engine.catalog.set_fields([_fields(job_id, job, unique_key=False)])
         if current.name and current.name != job.name:
             await self.engine.catalog.claim_name(current.tenant, current.name, job_id, None)
         return ver

@@ -18,24 +18,30 @@ class Clock(Protocol):
 class SyncedClock:
     """Redis time without a round trip per call: reads ``source`` (Redis TIME) at most
     every ``resync_s`` and extrapolates with the host's monotonic clock in between, never
-    going backwards. Workers use it for timestamps only (a run's start and end, a
-    retry's due time), where the error (under one round trip, plus drift over resync_s)
-    is harmless; the scheduler's firing decisions read RedisClock once per tick."""
+    going backwards. Workers use it for timestamps (a run's start and end, a retry's due
+    time) and to start runs fired ahead at their slot: it runs behind Redis by the
+    reply's way back plus drift over resync_s, never ahead of it by more than that drift;
+    the scheduler's firing decisions read RedisClock once per tick."""
 
     def __init__(self, source: Clock, resync_s: float = 1.0) -> None:
         self._source = source
         self._resync_s = resync_s
-        self._base_ms = 0
+        self._base_ms = 0.0
         self._base_at = -1e18  # monotonic seconds when _base_ms was read
         self._last = 0
+        # to the microsecond where the source can (a whole-ms reading is up to 1 ms behind,
+        # and workers start runs held for their slot by this clock)
+        self._read = getattr(source, "now_exact_ms", source.now_ms)
 
     async def now_ms(self) -> int:
         t = time.monotonic()
         if t - self._base_at >= self._resync_s:
-            self._base_ms = await self._source.now_ms()
-            self._base_at = (t + time.monotonic()) / 2  # the reading was taken mid-trip
-            t = self._base_at
-        self._last = max(self._last, self._base_ms + int((t - self._base_at) * 1000))
+            self._base_ms = await self._read()
+            # as if read on arrival: behind by the way back, never ahead (a first read
+            # that also connected would put a mid-trip guess milliseconds ahead, and runs
+            # held for their slot must not start before it)
+            self._base_at = t = time.monotonic()
+        self._last = max(self._last, int(self._base_ms + (t - self._base_at) * 1000))
         return self._last
 
 

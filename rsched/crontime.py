@@ -1,6 +1,7 @@
 """Fast local-time arithmetic under timing.py: zone offset tables and the cron matcher.
 
-Owns: a zone's offset changes as sorted tables (bisect instead of walking datetimes),
+Owns: a zone's offset changes as sorted tables (bisect instead of walking datetimes) and
+the lookups on them (the offset, the last change within a day, the next change),
 and ``match_after``, the first local wall time a cron matches. Must not: decide DST
 semantics (timing.py does, on top of these), touch Redis or read a clock.
 
@@ -101,6 +102,37 @@ def year_transitions(zone: ZoneInfo, year: int) -> tuple[tuple[int, int, int], .
             out.append((_bisect_change(zone, prev_at, at, prev_off), prev_off, off))
         prev_at, prev_off = at, off
     return tuple(out)
+
+
+def transition_within_day(zone: ZoneInfo, table: ZoneTable | None,
+                           at_ms: int) -> tuple[int, int] | None:
+    """The last offset change in (at_ms - 1 day, at_ms]: (instant ms, offset before)."""
+    if table is not None and table.start_ms + DAY_MS <= at_ms < table.end_ms:
+        i = bisect_right(table.at, at_ms)
+        if i and table.at[i - 1] > at_ms - DAY_MS:
+            return table.at[i - 1], table.before[i - 1]
+        return None
+    for year in sorted({year_of(at_ms - DAY_MS), year_of(at_ms)}, reverse=True):
+        for when, before, _ in reversed(year_transitions(zone, year)):
+            if at_ms - DAY_MS < when <= at_ms:
+                return when, before
+    return None
+
+
+def next_transition(zone: ZoneInfo, table: ZoneTable | None, after_ms: int,
+                     until_ms: int) -> tuple[int, int] | None:
+    """The first offset change in (after_ms, until_ms]: (instant ms, offset after)."""
+    if table is not None and table.start_ms <= after_ms < table.end_ms:
+        i = bisect_right(table.at, after_ms)
+        if i < len(table.at):
+            return (table.at[i], table.after[i]) if table.at[i] <= until_ms else None
+        if until_ms <= table.end_ms:
+            return None
+    for year in range(year_of(after_ms), year_of(until_ms) + 1):
+        for when, _, after in year_transitions(zone, year):
+            if after_ms < when <= until_ms:
+                return when, after
+    return None
 
 
 def _bisect_change(zone: ZoneInfo, lo_ms: int, hi_ms: int, lo_off: int) -> int:

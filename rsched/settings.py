@@ -76,6 +76,9 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
     lease_s: Seconds = 10.0  # shard lease time; a dead scheduler's shards move after this
     batch: Count = 500  # due members read and fired per script call
     max_sleep_s: Seconds = 1.0  # upper bound of a sleep (wake signals usually come first)
+    # Slots due within this are fired ahead, in batches; their runs wait in the worker
+    # until due (docs/decisions.md, "Lookahead"). 0: fire each slot only once it is due.
+    lookahead_ms: Annotated[int, Meta(ge=0, le=10_000)] = 50
     # static assignment (no leases); None = lease any shard
     shards: list[Annotated[int, Meta(ge=0, le=1023)]] | None = None
     # hard cap per shard events stream (archiver trims sooner)

@@ -14,7 +14,6 @@ day of week are ANDed when either starts with ``*``, ORed when both are restrict
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -24,19 +23,24 @@ import msgspec
 from croniter import croniter
 
 from rsched.crontime import (
-    DAY_MS,
     NAIVE_EPOCH,
     TimeSets,
-    ZoneTable,
     match_after,
+    next_transition,
     offset_ms,
     time_sets,
-    year_of,
-    year_transitions,
+    transition_within_day,
     zone_table,
 )
 from rsched.errors import ValidationError
-from rsched.limits import MAX_TIME_MS, check_count, check_cron_steps
+from rsched.limits import (
+    MAX_CRON_EXPR,
+    MAX_EVERY_MS,
+    MAX_TIME_MS,
+    MAX_TZ_NAME,
+    check_count,
+    check_cron_steps,
+)
 from rsched.models import At, Cron, Every, Immediate, Misfire, Schedule, Trigger
 
 # An `at` further in the past than this is rejected as a probable mistake.
@@ -79,13 +83,40 @@ def parse_cron(expr: str, tz: str) -> CronRule:
     return CronRule(norm, zone, wall, it, time_sets(it))
 
 
+def _time_ok(ms: object, optional: bool = True) -> bool:
+    return (optional and ms is None) or (type(ms) is int and 0 <= ms <= MAX_TIME_MS)
+
+
+def _text_ok(text: object, most: int) -> bool:
+    return type(text) is str and 1 <= len(text) <= most
+
+
+def fields_ok(schedule: Schedule) -> bool:
+    """Whether a schedule's fields meet the constraints models.py declares, checked
+    directly (the common case: cheaper than a msgspec round trip). False only means
+    "not proven": the round trip then decides and words the error. A unit test holds
+    this to the declared constraints (test_timing.py)."""
+    match schedule:
+        case At(at_ms=at):
+            return _time_ok(at, optional=False)
+        case Every(every_ms=every, start_ms=start, end_ms=end):
+            return (type(every) is int and 1 <= every <= MAX_EVERY_MS and _time_ok(start)
+                    and _time_ok(end))
+        case Cron(expr=expr, tz=tz, end_ms=end):
+            return _text_ok(expr, MAX_CRON_EXPR) and _text_ok(tz, MAX_TZ_NAME) and _time_ok(end)
+        case Immediate():
+            return True
+    return False
+
+
 def validate_schedule(schedule: Schedule, now_ms: int) -> None:
     """Raise ValidationError with a precise message if the schedule cannot fire."""
-    try:  # Structs built in Python skip their constraints; a round trip applies them
-        msgspec.convert(msgspec.to_builtins(schedule), type(schedule))
-    except msgspec.ValidationError as exc:
-        raise ValidationError(f"invalid {type(schedule).__name__.lower()} schedule: {exc}") \
-            from exc
+    if not fields_ok(schedule):
+        try:  # Structs built in Python skip their constraints; a round trip applies them
+            msgspec.convert(msgspec.to_builtins(schedule), type(schedule))
+        except msgspec.ValidationError as exc:
+            raise ValidationError(f"invalid {type(schedule).__name__.lower()} schedule: "
+                                  f"{exc}") from exc
     match schedule:
         case At(at_ms=at):
             if at < now_ms - MAX_AT_PAST_MS:
@@ -315,50 +346,19 @@ def _cron_next(rule: CronRule, after_ms: int, fast: bool = True) -> int | None:
     table = zone_table(rule.zone, after_ms) if fast else None
     sets = rule.sets if fast else None
     off = table.offset(after_ms) if table else offset_ms(rule.zone, after_ms)
-    seg = _transition_within_day(rule.zone, table, after_ms)  # (start, offset before)
+    seg = transition_within_day(rule.zone, table, after_ms)  # (start, offset before)
     lo = after_ms + off  # local ms, exclusive
     if seg is not None and rule.wall_clock:
         lo = max(lo, seg[0] + seg[1] - 1)
     match, searched, pos = match_after(rule.iter, sets, lo), lo, after_ms
     while match is not None:
-        nxt = _next_transition(rule.zone, table, pos, match - off)
+        nxt = next_transition(rule.zone, table, pos, match - off)
         if nxt is None:
             return match - off if seg is None else max(seg[0], match - off)
         seg, off, pos = (nxt[0], off), nxt[1], nxt[0]
         lo = pos + (seg[1] if rule.wall_clock else off) - 1
         if not searched <= lo < match:
             match, searched = match_after(rule.iter, sets, lo), lo
-    return None
-
-
-def _transition_within_day(zone: ZoneInfo, table: ZoneTable | None,
-                           at_ms: int) -> tuple[int, int] | None:
-    """The last offset change in (at_ms - 1 day, at_ms]: (instant ms, offset before)."""
-    if table is not None and table.start_ms + DAY_MS <= at_ms < table.end_ms:
-        i = bisect_right(table.at, at_ms)
-        if i and table.at[i - 1] > at_ms - DAY_MS:
-            return table.at[i - 1], table.before[i - 1]
-        return None
-    for year in sorted({year_of(at_ms - DAY_MS), year_of(at_ms)}, reverse=True):
-        for when, before, _ in reversed(year_transitions(zone, year)):
-            if at_ms - DAY_MS < when <= at_ms:
-                return when, before
-    return None
-
-
-def _next_transition(zone: ZoneInfo, table: ZoneTable | None, after_ms: int,
-                     until_ms: int) -> tuple[int, int] | None:
-    """The first offset change in (after_ms, until_ms]: (instant ms, offset after)."""
-    if table is not None and table.start_ms <= after_ms < table.end_ms:
-        i = bisect_right(table.at, after_ms)
-        if i < len(table.at):
-            return (table.at[i], table.after[i]) if table.at[i] <= until_ms else None
-        if until_ms <= table.end_ms:
-            return None
-    for year in range(year_of(after_ms), year_of(until_ms) + 1):
-        for when, _, after in year_transitions(zone, year):
-            if after_ms < when <= until_ms:
-                return when, after
     return None
 
 

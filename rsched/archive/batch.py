@@ -45,6 +45,18 @@ def _tsv(raw: bytes | None) -> bytes:
     return raw
 
 
+def _meta(f: dict[bytes, bytes]) -> dict[str, str | int | None]:
+    """A job event's name, labels, unique key and webhook (JSON text) and its max runs,
+    concurrency and priority (ints); empty or missing (not set, or an event written before
+    they were carried) is None."""
+    meta: dict[str, str | int | None] = {
+        k: f.get(k.encode(), b"").decode() or None for k in ("nm", "lb", "uk", "hk")}
+    for k in ("maxr", "conc", "prio"):
+        raw = f.get(k.encode())
+        meta[k] = int(raw) if raw else None
+    return meta
+
+
 ENDED = frozenset((b"succeeded", b"failed", b"dead", b"cancelled", b"timed_out"))
 
 
@@ -151,7 +163,7 @@ class Batch:
             "task": task, "spec": f[b"spec"], "sched": f[b"sched"],
             "ov": f.get(b"ov", b"allow").decode(), "max": int(f.get(b"max", b"3")),
             "next": nxt if nxt >= 0 else None, "st": state, "t": int(f[b"t"]),
-            "ms": ev[0], "seq": ev[1]})
+            "ms": ev[0], "seq": ev[1], **_meta(f)})
 
     def __len__(self) -> int:
         return len(self.events)
@@ -219,14 +231,19 @@ ON CONFLICT (run_id, slot_at) DO UPDATE SET
 _JOB_NEWER = "(EXCLUDED.ev_ms, EXCLUDED.ev_seq) > (jobs.ev_ms, jobs.ev_seq)"
 _DEF_NEWER = "(jobs.version IS NULL OR EXCLUDED.version > jobs.version)"
 _DEF_COLS = ("version", "tenant", "queue", "task", "spec", "trigger", "overlap",
-             "max_attempts", "next_ms", "updated_at")
+             "max_attempts", "next_ms", "updated_at", "name", "labels", "webhook",
+             "max_runs", "concurrency", "priority")
+# The unique key is fixed at creation and only the creating event carries it.
 UPSERT_JOB = f"""
 INSERT INTO jobs (job_id, version, tenant, queue, task, spec, trigger, overlap, max_attempts,
-                  next_ms, state, created_at, updated_at, ev_ms, ev_seq)
+                  next_ms, state, created_at, updated_at, ev_ms, ev_seq, name, labels,
+                  unique_key, webhook, max_runs, concurrency, priority)
 VALUES (%(j)s, %(v)s, %(tn)s, %(q)s, %(task)s, %(spec)s, %(sched)s, %(ov)s, %(max)s, %(next)s,
-        %(st)s, {_ts('%(t)s')}, {_ts('%(t)s')}, %(ms)s, %(seq)s)
+        %(st)s, {_ts('%(t)s')}, {_ts('%(t)s')}, %(ms)s, %(seq)s, %(nm)s, %(lb)s::jsonb,
+        %(uk)s, %(hk)s::jsonb, %(maxr)s, %(conc)s, %(prio)s)
 ON CONFLICT (job_id) DO UPDATE SET
   {_forward('jobs', _DEF_NEWER, _DEF_COLS, coalesce=False)},
+  {_forward('jobs', _DEF_NEWER, ('unique_key',), coalesce=True)},
   {_forward('jobs', _JOB_NEWER, ('state', 'ev_ms', 'ev_seq'), coalesce=False)},
   created_at = LEAST(jobs.created_at, EXCLUDED.created_at)
 WHERE {_DEF_NEWER} OR {_JOB_NEWER}

@@ -4,6 +4,12 @@ Owns: deciding, per archived job, its state, next slot and run counter, and whic
 unfinished runs to re-queue. Must not: overwrite anything still in Redis (the restore
 scripts refuse), or write to PostgreSQL.
 
+A restored job gets its name, labels, unique key and webhook back, its max runs,
+concurrency and priority (with its priority's level in its queue's levels set, so workers
+read its lane), and its entries in its tenant's keys: the listing, and the claims of its
+name and unique key where they are still free. A re-queued run of a priority lane gets
+that lane's level too.
+
 A recurring job continues after its last archived scheduled fire: its next slot is the
 first one after that fire, so no slot that already ran fires again; slots that passed
 while Redis was down are then handled by the job's misfire policy, as after any downtime.
@@ -35,7 +41,9 @@ SELECT j.job_id, j.state, j.version, j.spec, j.trigger, j.queue, j.tenant, j.max
          CASE WHEN j.last_slot_enqueued_at >= j.updated_at THEN j.last_slot_at END,
          (SELECT max(r.slot_at) FROM runs r
            WHERE r.job_id = j.job_id AND NOT r.manual AND r.enqueued_at >= j.updated_at)
-       )) * 1000)::bigint
+       )) * 1000)::bigint,
+       j.name, j.labels::text, j.unique_key, j.webhook::text, j.max_runs, j.concurrency,
+       j.priority
 FROM jobs j WHERE j.spec IS NOT NULL ORDER BY j.job_id
 """
 # Rows a state event started whose definition never reached the archive: not restorable.
@@ -83,14 +91,24 @@ async def rebuild(engine: Engine, conn: psycopg.AsyncConnection[Any],
 
 async def _restore_job(engine: Engine, row: tuple[Any, ...]) -> bool:
     (job_id, state, version, spec, trigger, queue, tenant, max_att, overlap, first_ms,
-     created_ms, runs, last_ms) = row
+     created_ms, runs, last_ms, name, labels, unique_key, webhook, max_runs, concurrency,
+     priority) = row
     schedule = codec.decode_trigger(bytes(trigger)).schedule
     next_ms: int | None = first_ms
     if last_ms is not None:
         next_ms = None if isinstance(schedule, Immediate | At) else next_fire(schedule, last_ms)
     if state in ("active", "paused") and next_ms is None:
         state = "done"
-    return await engine.feed.restore_job(
-        job_id, state=state, next_ms=next_ms, version=version, spec=bytes(spec),
-        sched=bytes(trigger), queue=queue, tenant=tenant, max_att=max_att, overlap=overlap,
-        runs=runs or 0, last_ms=last_ms, created_ms=created_ms)
+    if not await engine.feed.restore_job(
+            job_id, state=state, next_ms=next_ms, version=version, spec=bytes(spec),
+            sched=bytes(trigger), queue=queue, tenant=tenant, max_att=max_att,
+            overlap=overlap, runs=runs or 0, last_ms=last_ms, created_ms=created_ms,
+            name=name, labels=labels, unique_key=unique_key, webhook=webhook,
+            max_runs=max_runs, concurrency=concurrency, priority=priority):
+        return False
+    if not await engine.feed.restore_tenant_entries(
+            tenant, job_id, created_ms=created_ms, queue=queue, name=name,
+            unique_key=unique_key, named=state != "cancelled"):
+        log.warning("rebuild: job %s is restored without its name %r: job %s took it",
+                    job_id, name, await engine.catalog.name_holder(tenant, name))
+    return True

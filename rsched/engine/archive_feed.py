@@ -8,11 +8,25 @@ decide what to restore (archiver.py and rebuild.py do).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from rsched.engine.catalog import index_member
 from rsched.engine.core import Part
 from rsched.engine.keys import ARCHIVER_GROUP
 from rsched.engine.types import job_of_run, pairs, split_id, text
 from rsched.errors import Code
+from rsched.names import split_lane
+
+
+class _Lane(NamedTuple):
+    """What Core.level_commands reads of a job: its queue and explicit priority."""
+
+    queue: str
+    priority: int | None
+
+
+def _opt(value: int | None) -> int | str:
+    return "" if value is None else value
 
 
 class ArchiveFeed(Part):
@@ -76,21 +90,53 @@ class ArchiveFeed(Part):
     async def restore_job(self, job_id: str, *, state: str, next_ms: int | None, version: int,
                           spec: bytes, sched: bytes, queue: str, tenant: str, max_att: int,
                           overlap: str, runs: int, last_ms: int | None,
-                          created_ms: int) -> bool:
-        """Recreate a job lost from Redis; False when it already exists (untouched)."""
+                          created_ms: int, name: str | None = None, labels: str | None = None,
+                          unique_key: str | None = None, webhook: str | None = None,
+                          max_runs: int | None = None, concurrency: int | None = None,
+                          priority: int | None = None) -> bool:
+        """Recreate a job lost from Redis; False when it already exists (untouched).
+        ``labels`` and ``webhook`` are JSON text, as archived. A priority's level goes
+        into its queue's levels set as a create puts it (workers read only the lanes
+        listed there), also when the job already exists (the set may be the part lost)."""
         k = self.core.keys_for(job_id)
+        await self.core.note_levels([_Lane(queue, priority)])  # before its runs can fire
         res = await self.core.call("restore_job", {"due": k.due, "jobs": k.jobs}, {
             "job_prefix": k.job_prefix, "job_id": job_id, "state": state,
             "next_ms": -1 if next_ms is None else next_ms, "version": version, "spec": spec,
             "sched": sched, "queue": queue, "tenant": tenant, "max_att": max_att,
             "overlap": overlap, "runs": runs, "last_ms": -1 if last_ms is None else last_ms,
-            "created_ms": created_ms, "done_ttl_ms": self.core.done_ttl_ms})
+            "created_ms": created_ms, "done_ttl_ms": self.core.done_ttl_ms,
+            "name": name or "", "labels": labels or "", "ukey": unique_key or "",
+            "hook": webhook or "", "max_runs": _opt(max_runs), "conc": _opt(concurrency),
+            "prio": _opt(priority)})
         return int(res) == Code.DONE
+
+    async def restore_tenant_entries(self, tenant: str, job_id: str, *, created_ms: int,
+                                     queue: str, name: str | None, unique_key: str | None,
+                                     named: bool) -> bool:
+        """A restored job's entries in its tenant's keys (another slot than the job's, so
+        not in restore_job's call): its listing entry and queue, its unique key's claim
+        and, when ``named`` (not cancelled), its name; a claim only where it is free (a
+        job created since Redis lost its data keeps what it took). False: the name was
+        taken by another job."""
+        t = self.core.tenant_keys(tenant)
+        await self.core.raw([("ZADD", t.jobs, 0, index_member(created_ms, job_id)),
+                             ("SADD", t.queues, queue)])
+        if unique_key:
+            await self.core.call("claim_name", {"names": t.unique}, {
+                "name": unique_key, "expect": "", "job_id": f"{job_id} {created_ms}"})
+        if not (name and named):
+            return True
+        code = await self.core.call("claim_name", {"names": t.names},
+                                    {"name": name, "expect": "", "job_id": job_id})
+        return int(code) == Code.DONE
 
     async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
                           max_att: int, slot_ms: int, due_ms: int) -> bool:
-        """Re-queue an unfinished run lost from Redis as a retry due at ``due_ms``."""
+        """Re-queue an unfinished run lost from Redis as a retry due at ``due_ms``;
+        ``queue`` is the run's lane, whose level (if it has one) is registered."""
         job_id = job_of_run(run_id)
+        await self.core.note_levels([_Lane(*split_lane(queue))])
         k = self.core.keys_for(job_id)
         res = await self.core.call("restore_run", {"due": k.due}, {
             "run_prefix": k.run_prefix, "run_id": run_id, "job_id": job_id, "queue": queue,

@@ -1,15 +1,15 @@
-"""Tenants' view of the engine: their job index, unique names, labels, queues, dead letters.
+"""Tenants' view of the engine: their job index, unique names, queues, dead letters.
 
-Owns: the per-tenant listing index and name map (claim_name.lua), job name/label fields,
-the queues a tenant uses and their figures, cancelling one run (cancel_run.lua), and
-retrying or purging dead letters. Must not: decide who may see what (api/ checks the
-tenant of every job, run and dead letter it hands out) or validate job definitions.
+Owns: the per-tenant listing index, name map and unique keys (claim_name.lua), the
+queues a tenant uses and their figures, cancelling one run (cancel_run.lua), and retrying
+or purging dead letters. Must not: decide who may see what (api/ checks the tenant of
+every job, run and dead letter it hands out) or validate job definitions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from redis.exceptions import ResponseError
@@ -21,7 +21,6 @@ from rsched.errors import Code, raise_for_code
 from rsched.models import DeadLetter
 
 RATE_WINDOW_MS = 60_000  # queue rate: entries added over the last minute
-_json = msgspec.json.Encoder()
 
 
 class QueueFigures(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,16 +38,6 @@ def index_member(created_ms: int, job_id: str) -> str:
 def member_job(member: str) -> str:
     return member.partition(":")[2]
 
-
-
-class JobFields(NamedTuple):
-    """What a job hash holds besides its definition (Catalog.set_fields)."""
-
-    job_id: str
-    name: str | None
-    labels: dict[str, str]
-    unique_key: str | None
-    hook: bytes | None  # the webhook as a JSON blob
 
 
 class Catalog(Part):
@@ -95,28 +84,6 @@ class Catalog(Part):
         members = list(members)
         if members:
             await self.redis.zrem(self.core.tenant_keys(tenant).jobs, *members)
-
-    async def set_fields(self, jobs: Sequence[JobFields]) -> None:
-        """Name, labels, unique key and webhook into each job hash (so they expire with
-        it), all jobs in one round trip: a name or webhook given as None is removed, a
-        unique key only written when given (it is fixed at creation)."""
-        if not jobs:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for f in jobs:
-            key = self.core.keys_for(f.job_id).job(f.job_id)
-            if f.name:
-                pipe.hset(key, "name", f.name)
-            else:
-                pipe.hdel(key, "name")
-            pipe.hset(key, "labels", _json.encode(f.labels))
-            if f.unique_key:
-                pipe.hset(key, "ukey", f.unique_key)
-            if f.hook:
-                pipe.hset(key, "hook", f.hook)
-            else:
-                pipe.hdel(key, "hook")
-        await pipe.execute()
 
     async def name_holder(self, tenant: str, name: str) -> str | None:
         holder = await self.redis.hget(self.core.tenant_keys(tenant).names, name)

@@ -35,5 +35,9 @@ class RedisClock:
         self._redis = redis
 
     async def now_ms(self) -> int:
+        return int(await self.now_exact_ms())
+
+    async def now_exact_ms(self) -> float:
+        """Redis TIME to the microsecond (SyncedClock extrapolates from it)."""
         sec, usec = await self._redis.time()
-        return int(sec) * 1000 + int(usec) // 1000
+        return int(sec) * 1000 + int(usec) / 1000

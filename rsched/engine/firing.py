@@ -16,10 +16,11 @@ from rsched.engine.types import DueItem, Fire, text
 
 
 class Firing(Part):
-    def _peek_args(self, shard: int, now_ms: int, limit: int
+    def _peek_args(self, shard: int, now_ms: int, limit: int, ahead_ms: int
                    ) -> tuple[dict[str, str], dict[str, Any]]:
         k = self.shard_keys[shard]
-        return {"due": k.due}, {"now_ms": now_ms, "limit": limit, "job_prefix": k.job_prefix}
+        return {"due": k.due}, {"now_ms": now_ms, "limit": limit, "job_prefix": k.job_prefix,
+                                "ahead_ms": ahead_ms}
 
     @staticmethod
     def _parse_peek(res: list[Any]) -> tuple[int | None, list[DueItem]]:
@@ -36,7 +37,8 @@ class Firing(Part):
             flat += [f.member, f.read_score, -1 if f.next_ms is None else f.next_ms,
                      1 if f.fire else 0, f.skipped,
                      "" if f.slot_ms is None else f.slot_ms,
-                     "" if f.next_slot_ms is None else f.next_slot_ms]
+                     "" if f.next_slot_ms is None else f.next_slot_ms,
+                     f.read_score if f.ahead else ""]
         return {"due": k.due, "events": k.events, "lease": k.lease, "jobs": k.jobs}, {
             "now_ms": now_ms, "job_prefix": k.job_prefix, "run_prefix": k.run_prefix,
             "queue_prefix": k.queue_prefix, "owner": owner, "maxlen": self.core.maxlen,
@@ -44,12 +46,14 @@ class Firing(Part):
             "channel": self.global_keys.cancel_channel, "items": flat}
 
     async def fire_and_peek(self, now_ms: int, owner: str, fires: dict[int, Sequence[Fire]],
-                            peek: Sequence[int], limit: int
+                            peek: Sequence[int], limit: int, ahead_ms: int = 0
                             ) -> tuple[dict[int, int], dict[int, tuple[int | None,
                                                                       list[DueItem]]]]:
         """fire_due for several shards, then peek_due for several (possibly the same)
         shards, in one pipelined round trip; each script stays one atomic step, and a peek
-        queued after a fire of its shard sees that fire's result. Returns the fire codes
+        queued after a fire of its shard sees that fire's result. A peek with ``ahead_ms``
+        also returns the job members due within that lookahead that may fire ahead of
+        time (peek_due.lua says which). Returns the fire codes
         by shard (runs enqueued, or -3 when another scheduler holds the lease) and the
         peeks by shard."""
         fired = list(fires)
@@ -59,7 +63,8 @@ class Firing(Part):
                 self.core.scripts.queue(pipe, "fire_due",
                                    *self._fire_args(shard, now_ms, owner, fires[shard]))
             for shard in peek:
-                self.core.scripts.queue(pipe, "peek_due", *self._peek_args(shard, now_ms, limit))
+                self.core.scripts.queue(pipe, "peek_due", *self._peek_args(shard, now_ms, limit,
+                                                                 ahead_ms))
 
         replies = await self.core.scripts.execute(self.redis, build)
         codes = {shard: int(r) for shard, r in zip(fired, replies, strict=False)}

@@ -98,25 +98,28 @@ JOB = Record("job hash <job_prefix><job id>", [
     F("next", "next_ms", int, "next slot (epoch ms, before jitter); empty when none",
       "schedule_job, fire_due"),
     F("maxr", "max_runs", int, "the job is done once it has made this many runs (optional)",
-      "schedule_job"),
+      "schedule_job, restore_job"),
     F("conc", "concurrency", int, "runs of the job running at once, at most (optional)",
-      "schedule_job"),
+      "schedule_job, restore_job"),
     F("until", "paused_until_ms", int, "a paused job resumes at this instant (optional)",
       "pause_job, resume_job, fire_due"),
     F("prio", "priority", int, "0-9, higher drained first (optional; unset: the queue's "
-      "default); its runs are queued in the lane <queue>!<prio>", "schedule_job"),
+      "default); its runs are queued in the lane <queue>!<prio>",
+      "schedule_job, restore_job"),
     F("created", "created_ms", int, "creation time (epoch ms)", "schedule_job, restore_job"),
     F("updated", "updated_ms", int, "last definition change (epoch ms)", "schedule_job"),
     F("runs", "runs", int, "runs created so far; run ids are <job id>:<n>",
       "fire_due, run_now, restore_job"),
     F("cur", "last_run_id", str, "the latest run's id (overlap checks)", "fire_due, run_now"),
     F("last", "last_slot_ms", int, "the latest fired slot (epoch ms)", "fire_due, restore_job"),
-    F("name", "name", str, "unique name within its tenant (optional)", "client (HSET)"),
-    F("labels", "labels", bytes, "msgspec dict[str, str] blob (optional)", "client (HSET)"),
+    F("name", "name", str, "unique name within its tenant (optional; the claim is the "
+      "tenant's names hash, claim_name)", "schedule_job, restore_job"),
+    F("labels", "labels", bytes, "JSON dict[str, str] blob (optional)",
+      "schedule_job, restore_job"),
     F("ukey", "unique_key", str, "the unique key it was created with (optional)",
-      "client (HSET)"),
+      "schedule_job, restore_job"),
     F("hook", "webhook", bytes, "JSON Webhook blob: its completion webhook (optional)",
-      "client (HSET)"),
+      "schedule_job, restore_job"),
 ])
 
 RUN = Record("run hash <run_prefix><run id>", [
@@ -159,6 +162,8 @@ QUEUE_ENTRY = Record("queue stream entry <queue_prefix><queue>", [
     F("att", "attempt", int, "attempt this delivery is for", "fire_due, run_now"),
     F("slot", "slot_ms", int, "the run's slot (epoch ms)", "fire_due, run_now"),
     F("spec", "spec", bytes, "the job's JobSpec blob at fire time", "fire_due, run_now"),
+    F("nb", "not_before_ms", int, "fired ahead of its due score: workers start it at this "
+      "time (absent: due when fired)", "fire_due"),
 ], legacy={"a": "attempt", "s": "slot_ms", "p": "spec"})
 
 EVENT = Record("events stream entry <tag>:events (archived to PostgreSQL)", [
@@ -192,6 +197,16 @@ EVENT = Record("events stream entry <tag>:events (archived to PostgreSQL)", [
     F("next", "next_ms", int, "next fire; -1 none", "schedule_job"),
     F("ov", "overlap", str, "overlap policy", "schedule_job"),
     F("max", "max_attempts", int, "attempts a run gets", "schedule_job"),
+    F("maxr", "max_runs", int, "the job's limit of runs in all; empty: none", "schedule_job"),
+    F("conc", "concurrency", int, "the job's runs at once, at most; empty: no limit",
+      "schedule_job"),
+    F("prio", "priority", int, "the job's lane 0-9; empty: the queue's default",
+      "schedule_job"),
+    F("nm", "name", str, "the job's name; empty: none", "schedule_job"),
+    F("lb", "labels", bytes, "JSON labels blob; empty: none", "schedule_job"),
+    F("uk", "unique_key", str, "the unique key; empty on updates (fixed at creation)",
+      "schedule_job"),
+    F("hk", "webhook", bytes, "JSON Webhook blob; empty: none", "schedule_job"),
 ])
 
 DEAD_LETTER = Record("dead-letter stream entry <tag>:dead", [

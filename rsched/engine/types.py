@@ -45,6 +45,7 @@ class Fire:
     skipped: int = 0
     slot_ms: int | None = None  # the slot fired when the due score is jittered
     next_slot_ms: int | None = None  # the next slot when next_ms is jittered
+    ahead: bool = False  # fired before its due score (the lookahead): its run waits for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Delivery:
     attempt: int
     slot_ms: int
     payload: bytes
+    not_before_ms: int = 0  # fired ahead of time: the worker starts it at this time
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +81,8 @@ def job_of_run(run_id: str) -> str:
     return run_id.rsplit(":", 1)[0]
 
 
-_RUN_ID, _JOB_ID, _ATT, _SLOT, _SPEC = (QUEUE_ENTRY.raw(n) for n in (
-    "run_id", "job_id", "attempt", "slot_ms", "spec"))
+_RUN_ID, _JOB_ID, _ATT, _SLOT, _SPEC, _NB = (QUEUE_ENTRY.raw(n) for n in (
+    "run_id", "job_id", "attempt", "slot_ms", "spec", "not_before_ms"))
 
 
 def delivery(shard: int, queue: str, entry_id: Any, f: dict[bytes, bytes]) -> Delivery:
@@ -90,8 +92,9 @@ def delivery(shard: int, queue: str, entry_id: Any, f: dict[bytes, bytes]) -> De
         h = QUEUE_ENTRY.decode(f)
         return Delivery(shard, queue, text(entry_id), h["run_id"], h["job_id"], h["attempt"],
                         h["slot_ms"], h["spec"])
+    nb = f.get(_NB)
     return Delivery(shard, queue, text(entry_id), f[_RUN_ID].decode(), f[_JOB_ID].decode(),
-                    int(f[_ATT]), int(f[_SLOT]), f[_SPEC])
+                    int(f[_ATT]), int(f[_SLOT]), f[_SPEC], int(nb) if nb else 0)
 
 
 def parse_dead(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:

@@ -54,6 +54,7 @@ class Scheduler:
         self.static = cfg.shards is not None
         self.owned: set[int] = set(cfg.shards or [])
         self._lease_ms = int(cfg.lease_s * 1000)
+        self._ahead = cfg.lookahead_ms
         self._leases_at = -(10**15)
         self._triggers: dict[bytes, Trigger] = {}
         # Decisions per (trigger blob, slot), kept across ticks (bounded): jobs that share
@@ -62,11 +63,11 @@ class Scheduler:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._sleep_until: int | None = None
-        # Earliest known due score per owned shard (None: nothing due later). Between
-        # full scans (every max_sleep_s) only shards whose head is due, unknown, or was
-        # moved earlier by a wake signal are peeked.
+        # When each owned shard needs a look next (_look_at; None: nothing due later).
+        # Between full scans (every max_sleep_s) only shards whose look is due, unknown,
+        # or was moved earlier by a wake signal are peeked.
         self._heads: dict[int, int | None] = {}
-        self._woken: dict[int, int] = {}  # shard -> earliest score signalled since a tick
+        self._woken: dict[int, int] = {}  # shard -> earliest look signalled since a tick
         metrics.SHARDS_OWNED.add(self)
 
     # -- one iteration ------------------------------------------------------------------
@@ -80,7 +81,10 @@ class Scheduler:
         if full:
             self._heads.clear()
         self._merge_wakes()
-        shards = sorted(s for s in self.owned if _due(self._heads.get(s, now), now))
+        # with a lookahead, shards whose look comes within half of it go along: their
+        # fires join this round trip instead of waking the scheduler again a moment later
+        soon = now + self._ahead // 2
+        shards = sorted(s for s in self.owned if _due(self._heads.get(s, now), soon))
         fired = await self._drain(shards, now)
         self._merge_wakes()  # signals that came while draining
         heads = [h for s, h in self._heads.items() if h is not None and s in self.owned]
@@ -102,8 +106,8 @@ class Scheduler:
         fired = 0
         fires: dict[int, Sequence[Fire]] = {}
         while shards or fires:
-            codes, peeks = await self.engine.firing.fire_and_peek(now, owner, fires, shards,
-                                                           self.cfg.batch)
+            codes, peeks = await self.engine.firing.fire_and_peek(
+                now, owner, fires, shards, self.cfg.batch, self._ahead)
             for shard, code in codes.items():
                 if code == Code.FENCED:
                     log.warning("lost lease on shard %d", shard)
@@ -117,19 +121,28 @@ class Scheduler:
             for shard, (head, items) in peeks.items():
                 planned = [self._plan(i, now) for i in items]
                 nexts = [n for n in (head, *(f.next_ms for f in planned)) if n is not None]
-                self._heads[shard] = min(nexts, default=None)
+                self._heads[shard] = self._look_at(min(nexts), now) if nexts else None
                 if planned:
                     fires[shard] = planned
                 if len(items) >= self.cfg.batch:
                     shards.append(shard)  # more may be due: peek again after this fire
         return fired
 
+    def _look_at(self, score: int, now: int) -> int:
+        """When a shard whose earliest due score is ``score`` needs a look: inside the
+        lookahead at the score itself (peek_due stopped there: a member that fires only
+        when due), else when it enters the lookahead, yet at most every half lookahead,
+        so that fires go in batches of half a lookahead's slots."""
+        if score <= now + self._ahead:
+            return score
+        return max(score - self._ahead, now + self._ahead // 2)
+
     def _plan(self, item: DueItem, now: int) -> Fire:
         if item.is_retry:  # a timed resume puts its job back due now: peek again
             return Fire(item.member, item.score, now if item.is_resume else None)
         if not item.sched:  # job hash gone: fire_due drops the orphaned due entry
             return Fire(item.member, item.score, None, fire=False)
-        key = (item.sched, item.score)
+        key, slot = (item.sched, item.score), int(float(item.score))
         d = self._decisions.get(key, now)
         if d is None:
             trigger = self._trigger(item)
@@ -137,10 +150,10 @@ class Scheduler:
                 return Fire(item.member, item.score, now + PARK_MS, fire=False)
             if trigger.jitter_ms:
                 return _jittered(item, trigger, now)
-            slot = int(float(item.score))
             d = decide(trigger, slot, now)
             self._decisions.put(key, trigger, slot, now, d)
-        return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped)
+        # peek_due returns a member due later than now only where it may fire ahead
+        return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped, ahead=slot > now)
 
     def _trigger(self, item: DueItem) -> Trigger | None:
         t = self._triggers.get(item.sched)
@@ -227,8 +240,9 @@ class Scheduler:
         async for shard, score in self.engine.firing.wake_signals():
             if shard not in self.owned:
                 continue
-            self._woken[shard] = min(score, self._woken.get(shard, score))
-            if self._sleep_until is None or score < self._sleep_until:
+            look = score - self._ahead  # it may fire this much ahead
+            self._woken[shard] = min(look, self._woken.get(shard, look))
+            if self._sleep_until is None or look < self._sleep_until:
                 self._wake.set()
 
     async def stop(self, grace_s: float = 0.0) -> None:
@@ -253,7 +267,7 @@ def _jittered(item: DueItem, trigger: Trigger, now: int) -> Fire:
     if d.next_ms is not None:
         due = d.next_ms + jitter_offset_ms(item.member, d.next_ms, trigger.jitter_ms)
     return Fire(item.member, item.score, due, d.fire, d.skipped, slot_ms=slot,
-                next_slot_ms=d.next_ms)
+                next_slot_ms=d.next_ms, ahead=score > now)
 
 
 def _observe_fires(fires: Sequence[Fire], now: int, fired: int) -> None:

@@ -32,6 +32,7 @@ from rsched.clock import Clock
 from rsched.engine import Delivery, Engine
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RunStatus
+from rsched.roles.held_runs import HeldRuns
 from rsched.roles.kinds import TaskKinds
 from rsched.roles.outcomes import Outcomes
 from rsched.roles.queue_gate import QueueGate
@@ -63,6 +64,9 @@ class Worker:
         self.inflight: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
         self._listening = asyncio.Event()  # set once subscribed to cancel signals
         self._room = asyncio.Event()  # set whenever an in-flight run ends
+        # Task bodies running at once, at most: a read spread over every stream can take
+        # a few more runs than there was room for (COUNT is per stream); those wait here.
+        self._slots = asyncio.Semaphore(cfg.concurrency)
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
         self._leases = RunLeases(cfg.lease_s, self._lose)
@@ -79,6 +83,9 @@ class Worker:
         self._gate = QueueGate(engine, self.id, cfg.queues, refresh_s=cfg.queue_config_s,
                                lease_s=cfg.lease_s, retry_s=cfg.limit_retry_s)
         self._outcomes = Outcomes(engine, clock, self._gate, self._ttl_ms)
+        # runs fired ahead of their slot wait there, in flight, until it comes
+        self._held = HeldRuns(clock, self.inflight, self._start_now, self._not_started,
+                              self._room.set)
 
     async def start(self) -> None:
         await self.engine.runs.ensure_groups(self.cfg.queues)
@@ -109,6 +116,14 @@ class Worker:
             return 0
         self._leases.grant(runs, read_at)
         now = await self.clock.now_ms()
+        if any(d.not_before_ms > now for d in runs):
+            self._held.hold([d for d in runs if d.not_before_ms > now])
+            runs = [d for d in runs if d.not_before_ms <= now]
+        return await self._start_now(runs, now)
+
+    async def _start_now(self, runs: list[Delivery], now: int) -> int:
+        if not runs:
+            return 0
         admitted = await self._gate.admit(now, runs, self._leases.drop)  # queue-wide limits
         if admitted is not runs:  # a start is recorded after the slot it took was free
             runs, now = admitted, await self.clock.now_ms()
@@ -129,6 +144,10 @@ class Worker:
                 if code == Code.NOT_FOUND:
                     await self.engine.runs.ack_entry(d)
         return started
+
+    def _not_started(self, d: Delivery) -> None:
+        self._leases.drop(key(d))
+        self._lost.discard(key(d))
 
     def _spawn(self, d: Delivery) -> None:
         task = asyncio.create_task(self._execute(d))
@@ -156,7 +175,8 @@ class Worker:
         began = time.monotonic()
         try:
             spec = self._spec(d.payload)
-            result = await self._caller.call(spec, d)
+            async with self._slots:
+                result = await self._caller.call(spec, d)
             self._outcomes.record(d, RunStatus.SUCCEEDED, codec.encode_result(result))
         except LeaseLapsed:
             log.warning("run %s attempt %d not started: its lease may have lapsed since it "
@@ -275,9 +295,11 @@ class Worker:
 
     async def _extend(self) -> None:
         """Extend the leases of in-flight runs (fenced by attempt); lost ones are cancelled."""
+        # held runs are not started yet (still queued): their read lease outlasts the hold
+        started = [d for d, _ in self.inflight.values() if d.run_id not in self._held]
         await self._leases.extend(functools.partial(self.engine.runs.extend_runs, self.id),
-                                  [d for d, _ in self.inflight.values()], self._cancel)
-        await self._gate.renew(self.clock, [key(d) for d, _ in self.inflight.values()] + [
+                                  started, self._cancel)
+        await self._gate.renew(self.clock, [key(d) for d in started] + [
             *self._outcomes.pending()])
 
     # -- loop ---------------------------------------------------------------------------
@@ -330,7 +352,8 @@ class Worker:
         """Stop these runs' handlers; their outcome is recorded as cancelled."""
         for run_id in run_ids:
             entry = self.inflight.get(run_id)
-            if entry is not None and not entry[1].done():
+            # a held run is still queued: cancel_run ended it, start_runs will refuse it
+            if entry is not None and not entry[1].done() and run_id not in self._held:
                 self._cancelled.add(run_id)
                 entry[1].cancel()
 
@@ -374,7 +397,9 @@ class Worker:
         deadline = loop.time() + self.cfg.grace_s
         pending = set(tasks)
         while pending and (left := deadline - loop.time()) > 0:
-            _, pending = await asyncio.wait(pending, timeout=min(left, self.cfg.lease_s / 3))
+            await asyncio.wait(pending, timeout=min(left, self.cfg.lease_s / 3))
+            # runs held for their slot start meanwhile: wait for those too
+            pending = {t for _, t in self.inflight.values() if not t.done()}
             if pending and self.inflight:
                 try:
                     await self._extend()

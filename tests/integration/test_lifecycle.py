@@ -185,3 +185,37 @@ async def test_live_worker_extends_lease_so_long_run_is_not_reclaimed(make_engin
     assert (run.status, run.attempt, run.worker) == (RunStatus.SUCCEEDED, 1, w.id)
     await w.stop(0.1)
     await asyncio.wait_for(loop_task, 5)
+
+
+async def test_worker_never_runs_more_task_bodies_than_its_concurrency(
+        make_engine: Any, clock: FakeClock) -> None:
+    # COUNT applies per stream: with 16 shard streams, a read for 3 free slots takes up
+    # to one run from each stream. The extra runs wait for a slot, they never run at once
+    # (a task's own client sized to the concurrency, e.g. redis-py's pool, would fail).
+    import asyncio
+
+    engine = await make_engine()
+    running, peak, gate = 0, 0, asyncio.Event()
+    reg = TaskRegistry()
+
+    @reg.task(name="hold")
+    async def hold() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+
+    c, s, w = system.client(engine, clock, reg), system.scheduler(engine, clock), \
+        system.worker(engine, clock, reg, concurrency=3)
+    await w.start()
+    for _ in range(40):
+        await c.schedule(JobDef(task="hold", schedule=Immediate()))
+    assert (await s.tick()).fired == 40
+    await w.tick(block_ms=None)
+    await asyncio.sleep(0.05)
+    assert len(w.inflight) > 3  # the read overshot: the case under test happened
+    assert running == 3, (running, len(w.inflight))
+    gate.set()
+    await w.drain()
+    assert peak == 3

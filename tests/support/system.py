@@ -17,6 +17,9 @@ from rsched.tasks import TaskRegistry
 
 def scheduler(engine: Engine, clock: FakeClock, **cfg: Any) -> Scheduler:
     cfg.setdefault("shards", list(range(engine.shards)))
+    # FakeClock tests step time by hand and expect a slot fired once due; tests of the
+    # lookahead set it (tests/integration/test_lookahead.py)
+    cfg.setdefault("lookahead_ms", 0)
     return Scheduler(engine, SchedulerSettings(**cfg), clock)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from rsched.errors import ValidationError
+from rsched.limits import MAX_CRON_EXPR, MAX_EVERY_MS, MAX_TIME_MS, MAX_TZ_NAME
 from rsched.models import At, Cron, Every, Immediate, Misfire, Trigger
-from rsched.timing import decide, first_fire, next_fire, preview, validate_schedule
+from rsched.timing import decide, fields_ok, first_fire, next_fire, preview, validate_schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = int(datetime(2024, 6, 1, tzinfo=UTC).timestamp() * 1000)
@@ -211,3 +214,39 @@ def test_elapsed_cron_matches_a_minute_by_minute_reference_across_transitions(zo
                 and local.minute % 20 == 0]
         got = [f for f in preview(sched, lo + 1, len(want) + 1) if f < hi]
         assert got == want
+
+
+_EDGE_MS: list[Any] = [-1, 0, MAX_TIME_MS, MAX_TIME_MS + 1, 5.0, True, "5"]
+_TEXT: list[Any] = ["", "x", 5, None]
+
+
+def _edge_schedules() -> list[Any]:
+    """Schedules at and past each declared bound, and of wrong types."""
+    e: Any = Every
+    c: Any = Cron
+    return [
+        *(At(at_ms=v) for v in _EDGE_MS),
+        *(e(every_ms=v) for v in [0, 1, MAX_EVERY_MS, MAX_EVERY_MS + 1, 1.5, False]),
+        *(e(every_ms=1000, start_ms=v) for v in [None, *_EDGE_MS]),
+        *(e(every_ms=1000, end_ms=v) for v in [None, *_EDGE_MS]),
+        *(c(expr=v) for v in [*_TEXT, "x" * MAX_CRON_EXPR, "x" * (MAX_CRON_EXPR + 1)]),
+        *(c(expr="0 * * * *", tz=v) for v in [*_TEXT, "x" * MAX_TZ_NAME,
+                                               "x" * (MAX_TZ_NAME + 1)]),
+        *(c(expr="0 * * * *", end_ms=v) for v in [None, *_EDGE_MS]),
+        Immediate(),
+    ]
+
+
+@pytest.mark.parametrize("schedule", _edge_schedules())
+def test_direct_field_check_accepts_only_what_the_declared_constraints_accept(
+        schedule: Any) -> None:
+    try:
+        msgspec.convert(msgspec.to_builtins(schedule), type(schedule))
+        valid = True
+    except msgspec.ValidationError:
+        valid = False
+    assert fields_ok(schedule) == valid  # proven valid exactly when the model agrees
+    if not valid:
+        with pytest.raises(ValidationError, match=f"invalid {type(schedule).__name__.lower()} "
+                                                  "schedule: Expected"):
+            validate_schedule(schedule, NOW)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
 import msgspec
 import pytest
-import redis.asyncio as aioredis
 
 from rsched.archive import pg
 from rsched.archive.archiver import Archiver
 from rsched.archive.rebuild import rebuild
 from rsched.clock import FakeClock
-from rsched.devservers import RedisServer
 from rsched.engine import Engine, RedisClock
 from rsched.models import At, Every, Immediate, JobDef, JobState, RetryPolicy, RunStatus
 from rsched.settings import ArchiverSettings, RedisSettings
@@ -23,17 +20,6 @@ from tests.support import system
 from tests.support.procs import run_cli
 
 SHARDS = 4
-
-
-@pytest.fixture
-async def own_redis() -> AsyncIterator[tuple[str, Any]]:
-    server = RedisServer().start()  # FLUSHALL must not touch the shared test server
-    client = aioredis.Redis.from_url(server.url)
-    try:
-        yield server.url, client
-    finally:
-        await client.aclose()
-        server.cleanup()
 
 
 def registry() -> TaskRegistry:

@@ -22,7 +22,7 @@ async def test_migrations_run_twice_are_a_no_op(archive_dsn: str, db: Any) -> No
     finally:
         await conn.close()
     rows = await (await db.execute("SELECT version, name FROM rsched_migrations")).fetchall()
-    assert rows == [(1, "init"), (2, "skips"), (3, "job_marks")]
+    assert rows == [(1, "init"), (2, "skips"), (3, "job_marks"), (4, "job_meta")]
 
 
 async def test_commits_are_durable_whatever_the_servers_default(archive_dsn: str) -> None:

@@ -59,3 +59,19 @@ def test_all_keys_of_a_shard_share_one_cluster_slot(shard: int) -> None:
              k.queue("emails")]
     assert len({key_slot(n.encode()) for n in names}) == 1
     assert all(f"{{s{shard:02d}}}" in n for n in names)
+
+
+def test_schedule_job_items_have_the_headers_group_size() -> None:
+    from rsched.engine.jobs import ITEM_ARGS, Jobs
+    from rsched.models import JobDef, Webhook
+
+    source = SCRIPTS["schedule_job"].source
+    [size] = re.findall(r"flat groups of (\d+) per job", source)
+    assert re.search(rf"for i = \d+, #ARGV, {size} do", source)
+    full = JobDef(task="t", name="n", labels={"a": "b"}, unique_key="u",
+                  webhook=Webhook(url="https://example.com/h"))
+    jobs = object.__new__(Jobs)  # _item needs no Redis: only its trigger cache
+    jobs._triggers = {}
+    for d in (JobDef(task="t"), full):
+        item = jobs._item("j1", d, 1000, 0)
+        assert len(item) == ITEM_ARGS == int(size)
