@@ -11,7 +11,8 @@
 -- ARGV[6] maxlen       int    events stream cap
 -- ARGV[7] held_prefix  str    tagged prefix; Derived: <held_prefix><job id> ZSET run -> ms
 -- ARGV[8] defer_ms     int    a deferred run is due again this much later
--- ARGV[9...] items     flat triples: run_id, attempt, entry_id
+-- ARGV[9...] items     flat quads: run_id, attempt, entry_id, start ('' = now; a run fired
+--                      ahead of its slot is started as of the slot, its task waits for it)
 -- Returns: one code per item: 0 start it, -1 gone (acked), -2 cancelled (acked), -3 stale,
 --          3 deferred (acked; the job's concurrency limit is full)
 local events = KEYS[1]
@@ -37,8 +38,9 @@ local function take_slot(run_id, job, lim, att, entry, queue, slot)
 end
 
 local out = {}
-for i = 9, #ARGV, 3 do
-  local run_id, att, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 9, #ARGV, 4 do
+  local run_id, att, entry, start = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if start == '' then start = now end
   local rkey = run_prefix .. run_id
   local r = redis.call('HMGET', rkey, 'st', 'att', 'queue', 'job', 'slot', 'lim')
   local code = 0
@@ -57,9 +59,9 @@ for i = 9, #ARGV, 3 do
     -- the entry's queue is unknown for a vanished run; the worker acks those itself
     if r[3] then redis.call('XACK', queue_prefix .. r[3], group, entry) end
   elseif code == 0 then
-    redis.call('HSET', rkey, 'st', 'running', 'start', now, 'worker', worker)
+    redis.call('HSET', rkey, 'st', 'running', 'start', start, 'worker', worker)
     redis.call('XADD', events, '*', 't', now, 'k', 'run', 'r', run_id,
-      'j', r[4], 'st', 'running', 'att', att, 'start', now, 'w', worker, 'slot', r[5])
+      'j', r[4], 'st', 'running', 'att', att, 'start', start, 'w', worker, 'slot', r[5])
   end
   out[#out + 1] = code
 end

@@ -7,6 +7,7 @@ time across ticks for firing decisions (schedulers read Redis TIME once per tick
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -43,6 +44,13 @@ class SyncedClock:
             self._base_at = t = time.monotonic()
         self._last = max(self._last, int(self._base_ms + (t - self._base_at) * 1000))
         return self._last
+
+
+async def sleep_until(clock: Clock, at_ms: int) -> int:
+    """Sleep until ``clock`` reads ``at_ms`` (or later); returns the time it read."""
+    while (now := await clock.now_ms()) < at_ms:
+        await asyncio.sleep((at_ms - now) / 1000)
+    return now
 
 
 class FakeClock:

@@ -43,8 +43,9 @@ class Runs(Part):
                     defer_ms: int) -> tuple[dict[str, str], dict[str, Any]]:
         k = self.shard_keys[shard]
         flat: list[Any] = []
-        for d in runs:
-            flat += [d.run_id, d.attempt, d.entry_id]
+        for d in runs:  # a run fired ahead is recorded as started at its slot
+            flat += [d.run_id, d.attempt, d.entry_id,
+                     d.not_before_ms if d.not_before_ms > now_ms else ""]
         return {"events": k.events, "due": k.due}, {
             "now_ms": now_ms, "run_prefix": k.run_prefix, "queue_prefix": k.queue_prefix,
             "group": WORKER_GROUP, "worker": worker, "maxlen": self.core.maxlen,

@@ -1,4 +1,6 @@
-"""Runs fired ahead of their slot (the scheduler's lookahead), held until it comes.
+"""Runs of limited queues fired ahead of their slot (the scheduler's lookahead), held
+until it comes (other runs fired ahead are started at once as of their slot: a queue-wide
+slot or rate token must be taken when the run really starts).
 
 Owns: waiting for each run's not-before time on the worker's clock (Redis time, never
 ahead of it: clock.SyncedClock) and handing the runs of one instant to the worker's start
@@ -19,7 +21,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rsched.clock import Clock
+from rsched.clock import Clock, sleep_until
 from rsched.engine import Delivery
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,7 @@ class HeldRuns:
 
     async def _start_at(self, at_ms: int, runs: list[Delivery]) -> None:
         try:
-            while (now := await self._clock.now_ms()) < at_ms:
-                await asyncio.sleep((at_ms - now) / 1000)
+            now = await sleep_until(self._clock, at_ms)
             self._release(runs)
             await self._start(runs, now)
         except _REDIS_DOWN as exc:  # still pending: the reclaimer starts them later

@@ -55,6 +55,10 @@ class QueueGate:
     def config(self, lane_name: str) -> QueueConfig:
         return self._configs.get(split_lane(lane_name)[0], _NONE)
 
+    def limited(self, lane_name: str) -> bool:
+        """Whether runs of this lane take a slot or token of a queue-wide limit."""
+        return self._limited and self.config(lane_name).limited
+
     async def refresh(self) -> None:
         if time.monotonic() - self._fetched < self.refresh_s:
             return

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched import codec, metrics
-from rsched.clock import Clock
+from rsched.clock import Clock, sleep_until
 from rsched.engine import Delivery, Engine
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RunStatus
@@ -116,9 +116,13 @@ class Worker:
             return 0
         self._leases.grant(runs, read_at)
         now = await self.clock.now_ms()
-        if any(d.not_before_ms > now for d in runs):
-            self._held.hold([d for d in runs if d.not_before_ms > now])
-            runs = [d for d in runs if d.not_before_ms <= now]
+        # Runs fired ahead of their slot (the scheduler's lookahead) are started now, in
+        # one start_runs with the rest, as of their slot, and their tasks wait for it
+        # (_execute). A limited queue's runs must take their slot or token when due: held.
+        held = {d.run_id for d in runs if d.not_before_ms > now and self._gate.limited(d.queue)}
+        if held:
+            self._held.hold([d for d in runs if d.run_id in held])
+            runs = [d for d in runs if d.run_id not in held]
         return await self._start_now(runs, now)
 
     async def _start_now(self, runs: list[Delivery], now: int) -> int:
@@ -174,6 +178,9 @@ class Worker:
         spec: JobSpec | None = None
         began = time.monotonic()
         try:
+            if d.not_before_ms:  # fired ahead, started as of its slot: run at the slot
+                await sleep_until(self.clock, d.not_before_ms)
+            began = time.monotonic()
             spec = self._spec(d.payload)
             async with self._slots:
                 result = await self._caller.call(spec, d)

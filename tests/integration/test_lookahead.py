@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from rsched.clock import FakeClock, SyncedClock
-from rsched.models import At, Every, JobDef, Overlap, RunStatus
+from rsched.models import At, Every, JobDef, Overlap, QueueLimits, RunStatus
 from rsched.roles.scheduler import Scheduler
 from rsched.roles.worker import Worker
 from rsched.tasks import TaskRegistry
@@ -94,24 +94,54 @@ async def test_only_jobs_that_nothing_at_the_slot_can_change_fire_ahead(
     assert [len(await c.runs(j)) for j in by_overlap.values()] == [1, 1, 1]
 
 
-async def test_a_held_run_cancelled_before_its_slot_never_runs(make_engine: Any) -> None:
+async def test_a_run_read_ahead_is_started_as_of_its_slot_and_cancellable_until_then(
+        make_engine: Any) -> None:
+    clock, starts, c, s, w = await _parts(make_engine, block_s=0.05)
+    loop = asyncio.create_task(w.run())
+    slot = await clock.now_ms() + 3000
+    job = await c.schedule(JobDef(task="stamp", args=[1], schedule=At(at_ms=slot)))
+    assert (await s.tick()).fired == 1
+
+    async def running() -> bool:
+        runs = await c.runs(job)
+        return bool(runs) and runs[0].status is RunStatus.RUNNING
+
+    # recorded in the read's one start_runs, as of the slot; its task waits for the slot
+    await _wait_for(running)
+    [run] = await c.runs(job)
+    assert (run.started_ms, run.worker) == (slot, w.id)
+    assert not starts
+    assert not await c.cancel_run(run.id)  # running: its worker is told
+
+    async def cancelled() -> bool:
+        return (await c.runs(job))[0].status is RunStatus.CANCELLED
+
+    await _wait_for(cancelled)
+    assert await clock.now_ms() < slot and not starts
+    await w.stop(1.0)
+    await asyncio.wait_for(loop, 10)
+    assert not starts
+
+
+async def test_a_limited_queues_run_read_ahead_is_held_queued_until_its_slot(
+        make_engine: Any) -> None:
+    # a queue-wide limit's slot or token is taken when the run really starts
     clock, starts, c, s, w = await _parts(make_engine)
+    await c.set_queue_limits("default", QueueLimits(concurrency=5))
     await w.start()
-    job = await c.schedule(JobDef(task="stamp", args=[1],
-                                  schedule=At(at_ms=await clock.now_ms() + 700)))
+    slot = await clock.now_ms() + 700
+    job = await c.schedule(JobDef(task="stamp", args=[3], schedule=At(at_ms=slot)))
     assert (await s.tick()).fired == 1
     await w.tick(block_ms=None)
-    assert len(w.inflight) == 1 and not starts  # held for its slot
     [run] = await c.runs(job)
-    assert await c.cancel_run(run.id)
-    await w.drain()  # the hold ends at the slot; start_runs refuses the cancelled run
-    assert not starts
+    assert run.status is RunStatus.QUEUED and len(w.inflight) == 1
+    await w.drain()
     [run] = await c.runs(job)
-    assert run.status is RunStatus.CANCELLED
-    assert not w.inflight
+    assert run.status is RunStatus.SUCCEEDED and run.started_ms is not None
+    assert run.started_ms >= slot and starts[3] >= slot - 1
 
 
-async def test_a_worker_stopping_starts_its_held_runs_on_time_within_grace(
+async def test_a_worker_stopping_runs_what_waits_for_its_slot_on_time_within_grace(
         make_engine: Any) -> None:
     clock, starts, c, s, w = await _parts(make_engine, block_s=0.05)
     loop = asyncio.create_task(w.run())
