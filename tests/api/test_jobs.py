@@ -57,8 +57,12 @@ async def test_list_filters_and_cursor_pagination(api: Api) -> None:
         body = {"task": "a" if i % 2 else "b", "queue": "q1" if i < 4 else "q2",
                 "name": f"job-{i}", "labels": {"team": "x" if i % 3 else "y"},
                 "schedule": CRON}
-        made.append((await c.post("/api/v1/jobs", json=body)).json()["id"])
-    assert [j["id"] for j in await list_all(c, "")] == made
+        made.append((await c.post("/api/v1/jobs", json=body)).json())
+    # oldest first; jobs created in the same millisecond are ordered by id
+    listed = [j["id"] for j in await list_all(c, "")]
+    assert listed == [j["id"] for j in sorted(made, key=lambda j: (j["created_ms"], j["id"]))]
+    assert {j["id"] for j in made} == set(listed)
+    made = [j["id"] for j in made]
     assert len(await list_all(c, "task=a")) == 4
     assert len(await list_all(c, "queue=q2&task=b")) == 2
     assert [j["name"] for j in await list_all(c, "label=team=y")] == ["job-0", "job-3",
