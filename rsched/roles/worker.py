@@ -35,6 +35,7 @@ from rsched.models import JobSpec, RunStatus
 from rsched.roles.held_runs import HeldRuns
 from rsched.roles.kinds import TaskKinds
 from rsched.roles.outcomes import Outcomes
+from rsched.roles.periodic import Periodic
 from rsched.roles.queue_gate import QueueGate
 from rsched.roles.run_leases import LeaseLapsed, RunKey, RunLeases, key
 from rsched.roles.task_call import TaskCaller
@@ -76,7 +77,7 @@ class Worker:
                                   self._lost.__contains__, TaskKinds(cfg))
         self._specs: dict[bytes, JobSpec] = {}
         self._ttl_ms = int(cfg.run_ttl_s * 1000)
-        self._due: dict[str, float] = {}  # maintenance name -> next monotonic time
+        self._maintenance = Periodic()
         # free slots worth a read near full concurrency (see _wait_for_room)
         self._refill = max(1, min(cfg.batch, cfg.concurrency) // 4)
         metrics.IN_FLIGHT.add(self)
@@ -236,17 +237,6 @@ class Worker:
         await self._outcomes.flush()
 
     # -- maintenance --------------------------------------------------------------------
-    def _every(self, name: str, period_s: float) -> bool:
-        t = time.monotonic()
-        if t >= self._due.get(name, 0.0):
-            self._due[name] = t + period_s
-            return True
-        return False
-
-    def _next_maintenance_s(self) -> float:
-        """Seconds until the earliest maintenance step is due."""
-        return max(0.0, min(self._due.values(), default=0.0) - time.monotonic())
-
     async def _maintainer(self) -> None:
         """Maintenance off the read loop: heartbeats, lease extension, reclaims and trims
         take several round trips each (16 shards), and behind a busy Redis they stalled
@@ -262,16 +252,17 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            await asyncio.sleep(min(self._next_maintenance_s(), self.cfg.lease_s / 6))
+            await asyncio.sleep(min(self._maintenance.next_in_s(), self.cfg.lease_s / 6))
 
     async def _maintain(self) -> None:
-        if self._every("heartbeat", self.cfg.heartbeat_s):
+        every = self._maintenance.due
+        if every("heartbeat", self.cfg.heartbeat_s):
             await self.engine.runs.heartbeat(self.id, await self.clock.now_ms())
-        if self._every("extend", self.cfg.lease_s / 3) and self.inflight:
+        if every("extend", self.cfg.lease_s / 3) and self.inflight:
             await self._extend()
-        if self._every("reclaim", self.cfg.reclaim_every_s):
+        if every("reclaim", self.cfg.reclaim_every_s):
             await self.reclaim()
-        if self._every("trim", self.cfg.trim_every_s):
+        if every("trim", self.cfg.trim_every_s):
             await self.engine.runs.trim_queues(self._gate.lanes)
 
     async def reclaim(self) -> int:
