@@ -21,7 +21,7 @@ from __future__ import annotations
 from rsched.engine.access import Access
 from rsched.engine.archive_feed import ArchiveFeed
 from rsched.engine.catalog import Catalog
-from rsched.engine.connection import RedisClock, connect_redis
+from rsched.engine.connection import REDIS_DOWN, RedisClock, connect_redis
 from rsched.engine.core import Core
 from rsched.engine.firing import Firing
 from rsched.engine.jobs import Jobs
@@ -33,7 +33,8 @@ from rsched.engine.runs import Runs
 from rsched.engine.types import Delivery, DueItem, Fire, Outcome, job_of_run
 from rsched.settings import RedisSettings, Settings
 
-__all__ = ["Delivery", "DueItem", "Engine", "Fire", "Outcome", "RedisClock", "job_of_run"]
+__all__ = ["REDIS_DOWN", "Delivery", "DueItem", "Engine", "Fire", "Outcome", "RedisClock",
+           "job_of_run"]
 
 
 class Engine:

@@ -1,7 +1,8 @@
 """Connections to Redis and the clock read from it.
 
 Owns: building the client (pool sizes and timeouts from RedisSettings, the hiredis fast
-path when usable) and RedisClock (Redis TIME). Must not: format keys or run scripts.
+path when usable), RedisClock (Redis TIME) and REDIS_DOWN (the errors of an unreachable
+Redis). Must not: format keys or run scripts.
 """
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched.engine.fastredis import FastRedis
 from rsched.settings import RedisSettings
+
+# What a call raises when Redis is unreachable (down, restarting, a cut connection): the
+# roles wait and retry on these, anything else is a bug or bad input.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def connect_redis(cfg: RedisSettings) -> Any:

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rsched.engine.connection import REDIS_DOWN
 from rsched.engine.core import Part
 from rsched.engine.keys import WORKER_GROUP
 from rsched.engine.schema import QUEUE_LIMITS
@@ -173,7 +172,7 @@ class QueueLimitsPart(Part):
 
     async def _wake(self, earliest: Mapping[int, int]) -> None:
         # Best effort, like fail_run's: the schedulers' full scans find them anyway.
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        with contextlib.suppress(*REDIS_DOWN):
             await asyncio.gather(*(self.redis.publish(self.global_keys.wake_channel,
                                                       f"{shard} {at}")
                                    for shard, at in earliest.items()))

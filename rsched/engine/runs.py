@@ -12,9 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from rsched.engine.connection import REDIS_DOWN
 from rsched.engine.core import Part
 from rsched.engine.keys import WORKER_GROUP
 from rsched.engine.types import Delivery, Outcome, delivery, text
@@ -103,7 +101,7 @@ class Runs(Part):
             # Schedulers peek only shards whose head is due between full scans: tell them
             # about the retry's slot. Best effort; the outcome is already recorded and the
             # next full scan (scheduler.max_sleep_s) finds the retry anyway.
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            with contextlib.suppress(*REDIS_DOWN):
                 await self.redis.publish(self.global_keys.wake_channel, f"{shard} {retry_at_ms}")
         return int(res)
 

@@ -18,14 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from rsched.clock import Clock, sleep_until
-from rsched.engine import Delivery
+from rsched.engine import REDIS_DOWN, Delivery
 
 log = logging.getLogger(__name__)
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 InFlight = dict[str, tuple[Delivery, "asyncio.Task[Any]"]]
 
 
@@ -58,7 +54,7 @@ class HeldRuns:
             now = await sleep_until(self._clock, at_ms)
             self._release(runs)
             await self._start(runs, now)
-        except _REDIS_DOWN as exc:  # still pending: the reclaimer starts them later
+        except REDIS_DOWN as exc:  # still pending: the reclaimer starts them later
             log.warning("cannot start %d run(s) held for their slot (%s); left for the "
                         "reclaimer", len(runs), exc)
             for d in runs:

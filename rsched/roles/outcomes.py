@@ -14,12 +14,9 @@ import logging
 import random
 from collections.abc import Iterator
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from rsched import metrics
 from rsched.clock import Clock
-from rsched.engine import Delivery, Engine, Outcome
+from rsched.engine import REDIS_DOWN, Delivery, Engine, Outcome
 from rsched.errors import Code
 from rsched.models import JobSpec, RetryPolicy, RunStatus
 from rsched.roles.queue_gate import QueueGate
@@ -27,7 +24,6 @@ from rsched.roles.run_leases import RunKey, key
 
 log = logging.getLogger("rsched.roles.worker")
 FAIL_RECORD_TRIES = 30  # about a minute of backoff before leaving a failure to the reclaimer
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def backoff_ms(policy: RetryPolicy, attempt: int, rng: random.Random) -> int:
@@ -70,10 +66,10 @@ class Outcomes:
                                       else backoff_ms(spec.retry, d.attempt, self._rng))
                 code = await self.engine.runs.fail_run(d.shard, now, self._ttl_ms, d.run_id,
                                                   d.attempt, error, retry_at, final)
-                with contextlib.suppress(*_REDIS_DOWN):  # else its lease ends it
+                with contextlib.suppress(*REDIS_DOWN):  # else its lease ends it
                     await self._gate.release([key(d)])
                 break
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 log.warning("cannot record failure of %s yet (%s)", d.run_id, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -94,7 +90,7 @@ class Outcomes:
         try:
             now = await self.clock.now_ms()
             codes = await self.engine.runs.complete_runs(now, self._ttl_ms, batch)
-        except (*_REDIS_DOWN, asyncio.CancelledError):
+        except (*REDIS_DOWN, asyncio.CancelledError):
             # Keep the outcomes for the next flush rather than letting the runs be reclaimed
             # and executed again: completion is fenced by attempt, so resending a batch that
             # did land before the connection broke (or the flusher was cancelled at
@@ -102,7 +98,7 @@ class Outcomes:
             for shard, outs in batch.items():
                 self._pending[shard] = outs + self._pending.get(shard, [])
             raise
-        with contextlib.suppress(*_REDIS_DOWN):  # else their leases end them
+        with contextlib.suppress(*REDIS_DOWN):  # else their leases end them
             await self._gate.release((o.run_id, o.attempt) for os in batch.values() for o in os)
         rejected = sum(1 for c in codes if c != Code.OK)
         if rejected:
@@ -115,7 +111,7 @@ class Outcomes:
             self._flush_now.clear()
             try:
                 await self.flush()
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 log.warning("cannot record outcomes (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 self._flush_now.set()

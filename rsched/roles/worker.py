@@ -24,12 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rsched import codec, metrics
 from rsched.clock import Clock, sleep_until
-from rsched.engine import Delivery, Engine
+from rsched.engine import REDIS_DOWN, Delivery, Engine
 from rsched.errors import Code, Fatal, Retry, SerializationError, describe
 from rsched.models import JobSpec, RunStatus
 from rsched.roles.held_runs import HeldRuns
@@ -43,7 +41,6 @@ from rsched.settings import WorkerSettings
 from rsched.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # Name prefix of the pool threads sync tasks run in (the runner looks for leftovers).
 TASK_THREADS = "rsched-task"
 
@@ -246,7 +243,7 @@ class Worker:
             try:
                 await self._maintain()
                 backoff = 0.05
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 log.warning("maintenance: redis unavailable (%s); retrying in %.2fs", exc,
                             backoff)
                 await asyncio.sleep(backoff)
@@ -315,7 +312,7 @@ class Worker:
                 try:
                     report = await self.tick(block_ms, maintain=False)
                     backoff = 0.05
-                except _REDIS_DOWN as exc:
+                except REDIS_DOWN as exc:
                     log.warning("redis unavailable (%s); retrying in %.2fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
@@ -381,7 +378,7 @@ class Worker:
         try:
             await self.flush()
             await self.engine.runs.forget_worker(self.id)
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             log.warning("shutdown without final flush (%s); runs will be reclaimed", exc)
         self._leases.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -401,7 +398,7 @@ class Worker:
             if pending and self.inflight:
                 try:
                     await self._extend()
-                except _REDIS_DOWN as exc:
+                except REDIS_DOWN as exc:
                     log.warning("cannot extend in-flight runs during shutdown (%s)", exc)
         return pending
 
