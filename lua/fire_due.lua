@@ -11,12 +11,12 @@
 -- ARGV[6] maxlen       int    events stream cap
 -- ARGV[7] done_ttl_ms  int    a finished job's hash expires after this
 -- ARGV[8] channel      str    pub/sub channel workers hear cancel signals on (replace)
--- ARGV[9...] items     flat 8-tuples: member, read_score, next_ms (-1 none), fire (1/0),
---                      skipped, slot ('' = read_score), next_slot ('' = next_ms), ahead
---                      ('' = due now; else the read score, fired ahead of it: the run
---                      entry carries it as `nb`, not before, and workers hold it until
---                      then); a jittered job's scores are its slots plus an offset, its runs
---                      keep the slots
+-- ARGV[9...] items     flat 7-tuples: member, read_score, next_ms (-1 none), fire (1/0),
+--                      skipped, slot ('' = read_score), next_slot ('' = next_ms); a jittered
+--                      job's scores are its slots plus an offset, its runs keep the slots.
+--                      A job member read later than now (the scheduler's lookahead) fires
+--                      ahead: its run entry carries the read score as `nb` (not before),
+--                      and workers start it then
 -- Returns: number of runs enqueued; -3 when the lease is held by someone else
 -- Writes to the due and jobs indexes and the events trim are batched per call (Redis
 -- charges per command: docs/benchmarks.md); the script is atomic, so order is invisible.
@@ -153,7 +153,7 @@ local function fire_job(id, read, next_ms, fire, skipped, slot, next_slot, nb)
 end
 
 local fired = 0
-for i = 9, #ARGV, 8 do
+for i = 9, #ARGV, 7 do
   local member, read = ARGV[i], ARGV[i + 1]
   local score = redis.call('ZSCORE', due, member)
   if score and tonumber(score) == tonumber(read) then
@@ -164,10 +164,10 @@ for i = 9, #ARGV, 8 do
       resume(member, score)
     else
       local nxt = tonumber(ARGV[i + 2])
-      local slot, next_slot, nb = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+      local slot, next_slot, nb = ARGV[i + 5], ARGV[i + 6], nil
       if slot == '' then slot = read end
       if next_slot == '' then next_slot = nxt end
-      if nb == '' then nb = nil end
+      if tonumber(read) > tonumber(now) then nb = read end
       fired = fired + fire_job(member, read, nxt, tonumber(ARGV[i + 3]),
         tonumber(ARGV[i + 4]), slot, next_slot, nb)
     end

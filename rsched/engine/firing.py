@@ -37,8 +37,7 @@ class Firing(Part):
             flat += [f.member, f.read_score, -1 if f.next_ms is None else f.next_ms,
                      1 if f.fire else 0, f.skipped,
                      "" if f.slot_ms is None else f.slot_ms,
-                     "" if f.next_slot_ms is None else f.next_slot_ms,
-                     f.read_score if f.ahead else ""]
+                     "" if f.next_slot_ms is None else f.next_slot_ms]
         return {"due": k.due, "events": k.events, "lease": k.lease, "jobs": k.jobs}, {
             "now_ms": now_ms, "job_prefix": k.job_prefix, "run_prefix": k.run_prefix,
             "queue_prefix": k.queue_prefix, "owner": owner, "maxlen": self.core.maxlen,

@@ -45,7 +45,6 @@ class Fire:
     skipped: int = 0
     slot_ms: int | None = None  # the slot fired when the due score is jittered
     next_slot_ms: int | None = None  # the next slot when next_ms is jittered
-    ahead: bool = False  # fired before its due score (the lookahead): its run waits for it
 
 
 @dataclass(frozen=True, slots=True)

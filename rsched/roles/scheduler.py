@@ -20,12 +20,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from rsched import codec, metrics
 from rsched.clock import Clock
-from rsched.engine import DueItem, Engine, Fire
+from rsched.engine import REDIS_DOWN, DueItem, Engine, Fire
 from rsched.errors import Code, SerializationError
 from rsched.models import Trigger
 from rsched.settings import SchedulerSettings
@@ -152,8 +149,8 @@ class Scheduler:
                 return _jittered(item, trigger, now)
             d = decide(trigger, slot, now)
             self._decisions.put(key, trigger, slot, now, d)
-        # peek_due returns a member due later than now only where it may fire ahead
-        return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped, ahead=slot > now)
+        # a member read later than now (peek_due's lookahead) fires ahead (fire_due.lua)
+        return Fire(item.member, item.score, d.next_ms, d.fire, d.skipped)
 
     def _trigger(self, item: DueItem) -> Trigger | None:
         t = self._triggers.get(item.sched)
@@ -208,7 +205,7 @@ class Scheduler:
                         full_at = time.monotonic() + self.cfg.max_sleep_s
                     report = await self.tick(full)
                     backoff = 0.05
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                except REDIS_DOWN as exc:
                     log.warning("redis unavailable (%s); retrying in %.2fs", exc, backoff)
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
@@ -251,7 +248,7 @@ class Scheduler:
             for shard in list(self.owned):
                 try:
                     await self.engine.firing.release_lease(shard, self.owner)
-                except (RedisConnectionError, RedisTimeoutError, OSError):
+                except REDIS_DOWN:
                     break
             await self.engine.firing.forget_scheduler(self.owner)
         self.owned.clear()
@@ -267,7 +264,7 @@ def _jittered(item: DueItem, trigger: Trigger, now: int) -> Fire:
     if d.next_ms is not None:
         due = d.next_ms + jitter_offset_ms(item.member, d.next_ms, trigger.jitter_ms)
     return Fire(item.member, item.score, due, d.fire, d.skipped, slot_ms=slot,
-                next_slot_ms=d.next_ms, ahead=score > now)
+                next_slot_ms=d.next_ms)
 
 
 def _observe_fires(fires: Sequence[Fire], now: int, fired: int) -> None:
