@@ -106,7 +106,7 @@ async def _restore_job(engine: Engine, row: tuple[Any, ...]) -> bool:
             name=name, labels=labels, unique_key=unique_key, webhook=webhook,
             max_runs=max_runs, concurrency=concurrency, priority=priority):
         return False
-    if not await engine.feed.restore_tenant_entries(
+    if not await engine.catalog.restore_entries(
             tenant, job_id, created_ms=created_ms, queue=queue, name=name,
             unique_key=unique_key, named=state != "cancelled"):
         log.warning("rebuild: job %s is restored without its name %r: job %s took it",

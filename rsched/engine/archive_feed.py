@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from rsched.engine.catalog import index_member
 from rsched.engine.core import Part
 from rsched.engine.keys import ARCHIVER_GROUP
 from rsched.engine.types import job_of_run, pairs, split_id, text
@@ -110,26 +109,6 @@ class ArchiveFeed(Part):
             "hook": webhook or "", "max_runs": _opt(max_runs), "conc": _opt(concurrency),
             "prio": _opt(priority)})
         return int(res) == Code.DONE
-
-    async def restore_tenant_entries(self, tenant: str, job_id: str, *, created_ms: int,
-                                     queue: str, name: str | None, unique_key: str | None,
-                                     named: bool) -> bool:
-        """A restored job's entries in its tenant's keys (another slot than the job's, so
-        not in restore_job's call): its listing entry and queue, its unique key's claim
-        and, when ``named`` (not cancelled), its name; a claim only where it is free (a
-        job created since Redis lost its data keeps what it took). False: the name was
-        taken by another job."""
-        t = self.core.tenant_keys(tenant)
-        await self.core.raw([("ZADD", t.jobs, 0, index_member(created_ms, job_id)),
-                             ("SADD", t.queues, queue)])
-        if unique_key:
-            await self.core.call("claim_name", {"names": t.unique}, {
-                "name": unique_key, "expect": "", "job_id": f"{job_id} {created_ms}"})
-        if not (name and named):
-            return True
-        code = await self.core.call("claim_name", {"names": t.names},
-                                    {"name": name, "expect": "", "job_id": job_id})
-        return int(code) == Code.DONE
 
     async def restore_run(self, run_id: str, *, queue: str, tenant: str, attempt: int,
                           max_att: int, slot_ms: int, due_ms: int) -> bool:

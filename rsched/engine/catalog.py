@@ -111,6 +111,23 @@ class Catalog(Part):
                                      "job_id": claim or ""})
         return int(code) == Code.DONE
 
+    async def restore_entries(self, tenant: str, job_id: str, *, created_ms: int, queue: str,
+                              name: str | None, unique_key: str | None, named: bool) -> bool:
+        """A job restored from the archive (rebuild) back in its tenant's keys, which are
+        in another slot than the job's: its listing entry and queue, its unique key's
+        claim and, when ``named`` (not cancelled), its name; a claim only where it is
+        free (a job created since Redis lost its data keeps what it took). False: the
+        name was taken by another job."""
+        cmds = self.index_commands(tenant, job_id, created_ms, queue)
+        try:
+            await self.core.raw(cmds)
+        except BaseException:
+            self.index_failed([(tenant, queue)])
+            raise
+        if unique_key:
+            await self.claim_unique(tenant, unique_key, None, f"{job_id} {created_ms}")
+        return not (name and named) or await self.claim_name(tenant, name, None, job_id)
+
     async def tenant_queues(self, tenant: str) -> list[str]:
         queues = await self.redis.smembers(self.core.tenant_keys(tenant).queues)
         return sorted(text(q) for q in queues)
