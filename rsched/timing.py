@@ -204,7 +204,7 @@ def decide(trigger: Trigger, slot_ms: int, now_ms: int) -> FireDecision:
         return FireDecision(True, None, 0)
     grace_ms = trigger.grace_s * 1000
     nxt = next_fire(sched, slot_ms)
-    if now_ms - slot_ms <= grace_ms and (nxt is None or nxt > now_ms):
+    if _on_time(grace_ms, slot_ms, now_ms, nxt):
         return FireDecision(True, nxt, 0)
     if trigger.misfire is Misfire.CATCH_UP:
         return _catch_up(trigger, sched, slot_ms, now_ms)
@@ -242,8 +242,8 @@ class DecisionMemo:
             d: FireDecision) -> None:
         """Remember ``d = decide(trigger, slot_ms, now_ms)``."""
         lo = hi = now_ms
-        if d.fire and not d.skipped and now_ms - slot_ms <= trigger.grace_s * 1000 and (
-                d.next_ms is None or d.next_ms > now_ms):  # decide's on-time answer
+        if d.fire and not d.skipped and _on_time(trigger.grace_s * 1000, slot_ms, now_ms,
+                                                 d.next_ms):  # decide's on-time answer
             lo = -(1 << 62)
             hi = slot_ms + int(trigger.grace_s * 1000)
             if d.next_ms is not None:
@@ -251,6 +251,11 @@ class DecisionMemo:
         if len(self._new) >= self.half:
             self._old, self._new = self._new, {}
         self._new[key] = (d, lo, hi)
+
+
+def _on_time(grace_ms: float, slot_ms: int, now_ms: int, nxt: int | None) -> bool:
+    """A slot found at now_ms is on time: the only one due, and late by at most grace."""
+    return now_ms - slot_ms <= grace_ms and (nxt is None or nxt > now_ms)
 
 
 def jitter_offset_ms(job_id: str, slot_ms: int, jitter_ms: int) -> int:
