@@ -8,6 +8,7 @@ jobs). Must not: hold the roles' logic (rsched/roles/).
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
@@ -46,15 +47,19 @@ jobs:
 """
 
 
+def _serve(build: Callable[[Settings], Awaitable[Any]], s: Settings, grace_s: float) -> None:
+    """Run one role built from the settings until SIGINT/SIGTERM."""
+    async def go() -> None:
+        await runner.run_until_signal([await build(s)], grace_s)
+
+    run(go())
+
+
 def scheduler(redis_url: RedisUrl = None, log_level: LogLevel = "INFO") -> None:
     """Run a scheduler (leases shards, fires due slots)."""
     s = settings(redis_url)
     log.configure(log_level)
-
-    async def go() -> None:
-        await runner.run_until_signal([await runner.build_scheduler(s)], 1.0)
-
-    run(go())
+    _serve(runner.build_scheduler, s, 1.0)
 
 
 def worker(redis_url: RedisUrl = None, queues: str | None = None, module: Modules = None,
@@ -88,22 +93,14 @@ def archiver(redis_url: RedisUrl = None, dsn: Dsn = None, log_level: LogLevel = 
     s = settings(redis_url, **{"archiver.dsn": dsn})
     log.configure(log_level)
     runner.tune_gc_for_bulk()
-
-    async def go() -> None:
-        await runner.run_until_signal([await runner.build_archiver(s)], 5.0)
-
-    run(go())
+    _serve(runner.build_archiver, s, 5.0)
 
 
 def notifier(redis_url: RedisUrl = None, log_level: LogLevel = "INFO") -> None:
     """Run a notifier: failure alerts and completion webhooks (docs/tasks.md)."""
     s = settings(redis_url)
     log.configure(log_level)
-
-    async def go() -> None:
-        await runner.run_until_signal([await runner.build_notifier(s)], 5.0)
-
-    run(go())
+    _serve(runner.build_notifier, s, 5.0)
 
 
 def api(redis_url: RedisUrl = None, host: str | None = None, port: int | None = None,
