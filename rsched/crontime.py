@@ -74,10 +74,15 @@ def zone_table(zone: ZoneInfo, at_ms: int) -> ZoneTable | None:
 @lru_cache(maxsize=256)
 def _table(zone: ZoneInfo, year: int) -> ZoneTable:
     changes = year_transitions(zone, year)
-    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1000
-    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    start, end = _year_span(year)
     return ZoneTable(start, end, tuple(c[0] for c in changes), tuple(c[1] for c in changes),
                      tuple(c[2] for c in changes), offset_ms(zone, start))
+
+
+def _year_span(year: int) -> tuple[int, int]:
+    """The UTC year's first and the next year's first instant, as ms."""
+    return (int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1000,
+            int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()) * 1000)
 
 
 def offset_ms(zone: ZoneInfo, at_ms: int) -> int:
@@ -91,8 +96,7 @@ def year_transitions(zone: ZoneInfo, year: int) -> tuple[tuple[int, int, int], .
     (instant ms, offset before, offset after). Since 1970 tzdata has no two changes less
     than 6.9 days apart, so sampling every _SAMPLE_MS finds each; bisection then finds its
     second."""
-    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp()) * 1000
-    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    start, end = _year_span(year)
     out: list[tuple[int, int, int]] = []
     prev_at, prev_off = start, offset_ms(zone, start)
     while prev_at < end:
